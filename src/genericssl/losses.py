@@ -1,0 +1,52 @@
+"""Segmentation losses as the A&D paper computes them.
+
+MONAI's DiceCELoss differs in its smoothing terms and cannot weight the Dice term
+per class, so the (short) definition of METHOD.md is written out here.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def soft_batch_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-class soft Dice over batch and space together, (C,), background included.
+
+    ``(2 tp + 1) / (2 tp + fp + fn + 1 + 1e-8)`` on softmax probabilities.
+    """
+    probs = logits.float().softmax(dim=1)
+    onehot = F.one_hot(target.long(), probs.shape[1]).movedim(-1, 1).to(probs.dtype)
+    dims = [0] + list(range(2, probs.dim()))
+    tp = (probs * onehot).sum(dims)
+    fp = (probs * (1 - onehot)).sum(dims)
+    fn = ((1 - probs) * onehot).sum(dims)
+    return (2 * tp + 1) / (2 * tp + fp + fn + 1 + 1e-8)
+
+
+def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """CE - mean over foreground classes of (w_c x soft batch Dice_c).
+
+    Args:
+        logits: (B, C, *S). target: (B, *S) integer labels.
+        weight: optional (C,) class weights, used by CE (PyTorch's weighted mean,
+            background included) and on each foreground Dice.
+    """
+    logits = logits.float()
+    ce = F.cross_entropy(logits, target.long(), weight=weight)
+    dice = soft_batch_dice(logits, target)[1:]
+    if weight is not None:
+        dice = dice * weight[1:]
+    return ce - dice.mean()
+
+
+def hard_batch_dice(pred: torch.Tensor, target: torch.Tensor, num_classes: int, smooth: float = 1e-8) -> torch.Tensor:
+    """Per-class Dice of hard label maps over the whole batch, (C,), background included.
+
+    ``(2 tp + s) / (2 tp + fp + fn + 2 s)``: a class absent from both scores 0.5.
+    """
+    p = F.one_hot(pred.long(), num_classes).reshape(-1, num_classes).float()
+    t = F.one_hot(target.long(), num_classes).reshape(-1, num_classes).float()
+    tp = (p * t).sum(0)
+    fp = (p * (1 - t)).sum(0)
+    fn = ((1 - p) * t).sum(0)
+    return (2 * tp + smooth) / (2 * tp + fp + fn + 2 * smooth)

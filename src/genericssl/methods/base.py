@@ -1,0 +1,93 @@
+"""The one small interface that A&D and every baseline implement.
+
+The trainer knows only this: it asks a method for its parameters, calls
+``train_step`` once per iteration inside autocast, steps the optimizer, then calls
+``after_step``; ``on_epoch_end`` after each epoch's training; ``predictor()`` for
+validation and testing. A new method is one new file that subclasses ``Method``
+and registers itself with ``@register``.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from ..config import TaskConfig
+from ..models.diff_vnet import DiffVNet
+from .ramps import sigmoid_rampup
+
+METHODS: dict[str, type["Method"]] = {}
+
+
+def register(cls):
+    METHODS[cls.name] = cls
+    return cls
+
+
+class Method:
+    name: str = ""
+    uses_unlabeled: bool = True
+    description: str = ""
+
+    def __init__(self, cfg: TaskConfig, device: torch.device):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.model = self.build_network().to(self.device)
+        self.mu = self.unsup_weight_at(0)
+
+    # ---------------------------------------------------------------- building
+    def build_network(self) -> DiffVNet:
+        c = self.cfg
+        return DiffVNet(c.in_channels, c.num_classes, c.base_filters, c.spatial_dims, has_dropout=True)
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Every trained network by name; ``model`` is the one whose D_theta is released."""
+        return {"model": self.model}
+
+    def parameters(self) -> Iterable[nn.Parameter]:
+        for m in self.modules().values():
+            yield from m.parameters()
+
+    def train(self, mode: bool = True) -> None:
+        for m in self.modules().values():
+            m.train(mode)
+
+    # ---------------------------------------------------------------- training
+    def train_step(self, batch_l: dict, batch_u: dict | None) -> tuple[torch.Tensor, dict]:
+        """One iteration's loss and a dict of detached scalars/tensors to log."""
+        raise NotImplementedError
+
+    def after_step(self) -> None:
+        """Called after the optimizer step (e.g. a Mean Teacher's EMA)."""
+
+    def unsup_weight_at(self, epoch: int) -> float:
+        return self.cfg.unsup_weight * sigmoid_rampup(epoch, self.cfg.rampup_length)
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """After epoch e's training the weight becomes w_u r(e), used by epoch e + 1."""
+        self.mu = self.unsup_weight_at(epoch)
+
+    # ---------------------------------------------------------------- inference
+    def predictor(self) -> nn.Module:
+        """The network whose forward gives the released logits (D_theta)."""
+        return self.model
+
+    # ---------------------------------------------------------------- state
+    def extra_state(self) -> dict:
+        """Method state beyond ``model`` (other networks, running statistics...)."""
+        state = {name: m.state_dict() for name, m in self.modules().items() if name != "model"}
+        state["mu"] = self.mu
+        return state
+
+    def load_extra_state(self, state: dict) -> None:
+        for name, m in self.modules().items():
+            if name != "model":
+                m.load_state_dict(state[name])
+        self.mu = float(state.get("mu", self.mu))
+
+
+def batch_to(batch: dict | None, device) -> dict | None:
+    if batch is None:
+        return None
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
