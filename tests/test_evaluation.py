@@ -170,9 +170,12 @@ def test_num_classes_from_ground_truth_pads_cases_with_fewer_classes(tmp_path):
     assert_scores(s["cases"]["three"], medpy_case(pred3, gt3, 3))
     assert s["cases"]["two"]["dice"][1] == 100.0 and s["cases"]["two"]["hd95"][1] == 0.0
     assert "label 3 is outside 0..2" in s["skipped"]["odd"]
-    authors = evaluation.evaluate_folder(tmp_path / "pred", tmp_path / "gt", workers=1, progress=False,
-                                         authors_empty_score=True)
-    assert authors["cases"]["two"]["dice"][1] == 1.0
+    out = tmp_path / "authors.json"
+    cli(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--authors-empty-score",
+         "--workers", "1", "--no-progress", "--json", str(out)])
+    authors = json.loads(out.read_text())
+    assert authors["cases"]["two"]["dice"][1] == 1.0 and authors["cases"]["two"]["jaccard"][1] == 1.0
+    assert authors["cases"]["three"] == s["cases"]["three"]
 
 
 def test_evaluate_arrays_checks_shape_and_labels():

@@ -21,6 +21,8 @@ def add_arguments(parser):
         "per foreground class, as medpy computes them. A class absent from both prediction and ground "
         "truth scores a perfect 100/100/0/0 (--authors-empty-score gives the authors' 1/1/0/0); a class "
         "in only one of them scores 0/0/128/128.")
+    parser.epilog = ("Exit status: 0 when every case was scored, 1 when some were skipped (listed with the "
+                     "reason), 2 when nothing could be scored or the input is unusable.")
     parser.add_argument("--pred", type=Path, metavar="DIR",
                         help="predicted label maps: <id>.npy, <id>.nii.gz or <id>.nii")
     parser.add_argument("--gt", type=Path, metavar="DIR",
@@ -73,6 +75,15 @@ def main(args) -> int:
     print(evaluation.format_table(summary))
     if not summary["cases"]:
         raise UserError("no case could be scored (see the reasons above)")
+    try:
+        written = _write_outputs(args, summary, evaluation)
+    except OSError as e:
+        raise UserError(f"cannot write {e.filename or ''}: {e.strerror or e}") from e
+    print("Wrote " + ", ".join(written))
+    return 1 if summary["skipped"] else 0
+
+
+def _write_outputs(args, summary, evaluation) -> list[str]:
     csv_path = args.csv or args.pred / "metrics.csv"
     evaluation.write_csv(summary, csv_path)
     written = [str(csv_path)]
@@ -84,8 +95,7 @@ def main(args) -> int:
         for note in evaluation.plot_overlays(summary, args.plots / "overlays.png", args.images):
             print(f"Note: {note}")
         written += [str(args.plots / "dice_boxplot.png"), str(args.plots / "overlays.png")]
-    print("Wrote " + ", ".join(written))
-    return 1 if summary["skipped"] else 0
+    return written
 
 
 def _aggregate(args, evaluation) -> int:
