@@ -55,7 +55,8 @@ def prepared_dataset(root, ids, spacing=None):
         pairs[case_id] = (pred, gt)
     (root / "split_txts" / "test.txt").write_text("\n".join(ids) + "\n")
     if spacing:
-        (root / "dataset.json").write_text(json.dumps({"cases": {i: {"spacing": spacing} for i in ids}}))
+        (root / "dataset.json").write_text(json.dumps({"num_classes": 4,
+                                                       "cases": {i: {"spacing": spacing} for i in ids}}))
     return pairs
 
 
@@ -145,6 +146,9 @@ def test_millimetres_from_nifti_headers_and_dataset_json(tmp_path):
     s = evaluation.evaluate_folder(tmp_path / "pred2", tmp_path / "DATA", split="test", num_classes=3,
                                    spacing="mm", workers=1, progress=False)
     assert_scores(s["cases"]["p1"], medpy_case(*pairs["p1"], 3, (2.0, 0.5, 1.0)))
+    s = evaluation.evaluate_folder(tmp_path / "pred2", tmp_path / "DATA", split="test", workers=1, progress=False)
+    assert s["num_classes"] == 4 and any("dataset.json" in n for n in s["notes"])
+    assert [s["cases"]["p1"][m][2] for m in ("dice", "hd95")] == [100.0, 0.0]    # class 3 in neither
 
     (tmp_path / "gt_npy").mkdir()
     np.save(tmp_path / "gt_npy" / "p1.npy", pairs["p1"][1])

@@ -115,25 +115,31 @@ def _resolve_gt(gt: Path, split: str | None) -> tuple[dict[str, Path], list[str]
     return files, ids, meta_dir
 
 
-def _dataset_spacings(meta_dir: Path) -> dict[str, tuple[float, ...]]:
+def _dataset_meta(meta_dir: Path) -> tuple[dict[str, tuple[float, ...]], int | None]:
+    """Case spacings and the class count from ``dataset.json``, where there is one."""
     path = meta_dir / "dataset.json"
     if not path.is_file():
-        return {}
+        return {}, None
     try:
-        cases = json.loads(path.read_text()).get("cases", {})
-        return {k: tuple(float(x) for x in v["spacing"]) for k, v in cases.items() if "spacing" in v}
+        meta = json.loads(path.read_text())
+        cases = meta.get("cases", {})
+        spacings = {k: tuple(float(x) for x in v["spacing"]) for k, v in cases.items() if "spacing" in v}
+        num_classes = meta.get("num_classes")
+        return spacings, None if num_classes is None else int(num_classes)
     except (ValueError, AttributeError, TypeError, KeyError) as e:
-        raise UserError(f"{path}: cannot read case spacings ({e})") from e
+        raise UserError(f"{path}: cannot read case spacings or num_classes ({e})") from e
 
 
-def find_cases(pred_dir, gt, split: str | None = None) -> tuple[list[Case], dict[str, str], list[str]]:
-    """Pair predictions with ground truth. Returns (cases, skipped {id: reason}, notes)."""
+def find_cases(pred_dir, gt, split: str | None = None) -> tuple[list[Case], dict[str, str], list[str], int | None]:
+    """Pair predictions with ground truth.
+
+    Returns (cases, skipped {id: reason}, notes, num_classes of dataset.json or None)."""
     pred_dir, gt = Path(pred_dir), Path(gt)
     if not pred_dir.is_dir():
         raise UserError(f"prediction folder {pred_dir} does not exist")
     gt_files, ids, meta_dir = _resolve_gt(gt, split)
     preds = _index_folder(pred_dir, PRED_SUFFIXES)
-    spacings = _dataset_spacings(meta_dir)
+    spacings, dataset_classes = _dataset_meta(meta_dir)
     notes: list[str] = []
     if ids is None:
         ids = sorted(gt_files)
@@ -150,7 +156,7 @@ def find_cases(pred_dir, gt, split: str | None = None) -> tuple[list[Case], dict
             skipped[case_id] = f"no prediction: none of {looked} in {pred_dir}"
         else:
             cases.append(Case(case_id, preds[case_id], gt_files[case_id], spacings.get(case_id)))
-    return cases, skipped, notes
+    return cases, skipped, notes, dataset_classes
 
 
 def _is_nifti(path: Path) -> bool:
@@ -318,8 +324,9 @@ def evaluate_folder(pred_dir, gt, split: str | None = None, num_classes: int | N
                     progress: bool = True) -> dict:
     """Score every case of ``pred_dir`` against ``gt`` (see the module docstring for layouts).
 
-    ``num_classes``: classes 1..num_classes-1 are scored; None takes the
-    largest ground-truth label + 1. ``spacing``: None or "voxel" (voxel
+    ``num_classes``: classes 1..num_classes-1 are scored; None takes it from
+    ``dataset.json`` beside the ground truth, else the largest ground-truth
+    label + 1. ``spacing``: None or "voxel" (voxel
     units), "mm" (headers or dataset.json), or one value per axis for all
     cases. ``workers``: processes (default: one per CPU, at most one per case).
     ``pad_gt``: zero-pad the ground truth symmetrically to a larger
@@ -336,7 +343,10 @@ def evaluate_folder(pred_dir, gt, split: str | None = None, num_classes: int | N
         raise UserError(f"num_classes must be at least 2, got {num_classes}")
     if isinstance(spacing, str) and spacing not in ("voxel", "mm"):
         raise UserError(f"spacing must be 'voxel', 'mm' or numbers, got '{spacing}'")
-    cases, skipped, notes = find_cases(pred_dir, gt, split)
+    cases, skipped, notes, dataset_classes = find_cases(pred_dir, gt, split)
+    if num_classes is None and dataset_classes is not None:
+        num_classes = dataset_classes
+        notes.append(f"num_classes {num_classes} from dataset.json (give --num-classes to change it)")
     by_id = {c.id: c for c in cases}
     workers = default_workers(len(cases)) if workers is None else max(1, int(workers))
     args = (num_classes, spacing, authors_empty_score, pad_gt)

@@ -31,7 +31,8 @@ def add_arguments(parser):
     parser.add_argument("--split", metavar="NAME|FILE",
                         help="score the ids of DATA/split_txts/NAME.txt (or of this list file)")
     parser.add_argument("--num-classes", type=int, metavar="C",
-                        help="score classes 1..C-1 (default: largest ground-truth label + 1)")
+                        help="score classes 1..C-1 (default: num_classes of DATA/dataset.json, else the "
+                             "largest ground-truth label + 1)")
     parser.add_argument("--spacing", choices=("voxel", "mm"), default="voxel",
                         help="distance unit: voxels (the paper's) or millimetres from NIfTI headers or "
                              "DATA/dataset.json (default: voxel)")
