@@ -1,10 +1,73 @@
-"""`genericssl prepare` (not implemented yet)."""
-from ..errors import UserError
+"""`genericssl prepare DATASET --raw DIR --out DIR`: downloaded files -> arrays and split lists.
+
+Writes OUT/npy/<id>_image.npy (float32) and <id>_label.npy (uint8), OUT/split_txts/<split>.txt
+and OUT/dataset.json. Re-running skips finished cases (--force redoes them); every file is
+written atomically. Splits are drawn from --seed (the authors' were unseeded); --splits DIR
+replaces any of them with your own <split>.txt lists, e.g. the authors' published ones.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+DATASETS = {
+    # name: (module, function, default --out, help)
+    "la": ("la", "prepare", "LA_data", "LA (UA-MT's HDF5 release: '2018LA_Seg_Training Set', train.list, test.list)"),
+    "synapse": ("synapse", "prepare", "Synapse_data", "Synapse multi-organ CT (imagesTr/img0001.nii.gz, labelsTr/)"),
+    "mmwhs": ("mmwhs", "prepare", "MMWHS_data", "MM-WHS CT and MR (CT/imagesTr, CT/labelsTr, MR/...)"),
+    "mnms": ("mnms", "prepare", "MNMS_data", "M&Ms 3D frames (MNMs or MNMs/Labeled with VendorA..D)"),
+    "mnms2d": ("mnms", "prepare_2d", "MNMS2D_data", "M&Ms 2D slices, for the mnms2d_* presets"),
+    "mnms-sort": ("mnms_sort", "sort_dataset", None, "sort the released M&Ms OpenDataset into vendor folders"),
+    "custom": ("custom", "prepare", None, "your own NIfTI data, described by a YAML/JSON file"),
+}
 
 
-def add_arguments(parser):
-    pass
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
 
 
-def main(args):
-    raise UserError("'prepare' is not implemented yet")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..prepare.common import default_workers
+
+    parser.description = __doc__
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    sub = parser.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    for name, (_, _, out, help_text) in DATASETS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--raw", required=True, help="the downloaded dataset's folder")
+        p.add_argument("--out", required=out is None, default=out,
+                       help="output folder" + (f" (default: {out}, the preset's data_dir)" if out else ""))
+        p.add_argument("--force", action="store_true", help="redo cases already prepared")
+        if name == "mnms-sort":
+            p.add_argument("--info", help="the dataset information spreadsheet (.xls or .csv; "
+                                          "default: the one inside --raw)")
+            p.add_argument("--mode", choices=("link", "copy", "move"), default="link",
+                           help="hard-link (default; copies where links fail), copy, or move the files")
+            continue
+        p.add_argument("--seed", type=int, default=0, help="seed of the random splits (default 0)")
+        p.add_argument("--splits", metavar="DIR", help="folder of <split>.txt lists that replace the generated ones")
+        p.add_argument("--workers", type=_positive, default=default_workers(),
+                       help=f"parallel processes (default {default_workers()})")
+        if name == "mnms":
+            p.add_argument("--authors-slice-range", action="store_true",
+                           help="drop each frame's last labeled slice, as the authors' code does")
+        if name == "custom":
+            p.add_argument("--description", metavar="FILE",
+                           help="the dataset description (default: genericssl.yaml inside --raw)")
+
+
+def main(args: argparse.Namespace) -> int:
+    module, function, _, _ = DATASETS[args.dataset]
+    fn = getattr(importlib.import_module(f"genericssl.prepare.{module}"), function)
+    if args.dataset == "mnms-sort":
+        return fn(args.raw, args.out, info=args.info, mode=args.mode, force=args.force)
+    extra = {}
+    if args.dataset == "mnms":
+        extra["authors_slice_range"] = args.authors_slice_range
+    if args.dataset == "custom":
+        extra["description"] = args.description
+    return fn(args.raw, args.out, seed=args.seed, splits=args.splits, workers=args.workers, force=args.force,
+              **extra)
