@@ -22,8 +22,6 @@ def la_id(i: int) -> str:
 
 
 def make_la(root: Path, n_train: int = 5, n_test: int = 2, shape=(12, 10, 8)) -> dict[str, tuple]:
-    import h5py
-
     root = Path(root)
     ids = [la_id(i) for i in range(n_train + n_test)]
     arrays = {}

@@ -132,3 +132,21 @@ def test_summary_exit_status(capsys):
     res = common.Results(cases={"y": {}}, failed=[("x", "label missing")], prepared=1)
     assert common.summarize(res, "T") == 0
     assert "x: label missing" in capsys.readouterr().out
+
+
+def _die_on_crash(item):
+    if item["key"] == "crash":
+        os._exit(3)  # what the kernel's out-of-memory killer does to a worker
+    return _double(item)
+
+
+def test_a_killed_worker_does_not_abort_the_run(tmp_path):
+    items = []
+    for key in ("a", "crash", "b"):
+        np.save(tmp_path / f"{key}.npy", np.arange(8.0) + 1)
+        items.append({"key": key, "inputs": [str(tmp_path / f"{key}.npy")]})
+    res = common.run_items(_die_on_crash, items, tmp_path / "out", params={}, workers=2, force=False, desc="t")
+    assert any(k == "crash" and "worker process failed" in why for k, why in res.failed)
+    res = common.run_items(_double, [i for i in items if i["key"] != "crash"], tmp_path / "out", params={},
+                           workers=1, force=False, desc="t")
+    assert sorted(res.cases) == ["a", "b"]  # a re-run finishes what the broken pool left

@@ -53,7 +53,8 @@ def test_prepares_cases_splits_and_a_trainable_task(tmp_path, capsys):
     meta = json.loads((out / "dataset.json").read_text())
     assert meta["labels"] == {"0": "background", "1": "liver", "2": "tumour"}
     assert meta["cases"]["case05"] == {**meta["cases"]["case05"], "domain": "siteB", "labeled": False}
-    assert meta["cases"]["case00"]["domain"] == "siteA" and np.allclose(meta["cases"]["case00"]["spacing"], [2.5, 0.7, 0.7])
+    assert meta["cases"]["case00"]["domain"] == "siteA"
+    assert np.allclose(meta["cases"]["case00"]["spacing"], [2.5, 0.7, 0.7])
     cfg = load_config(config_file=out / "task.yaml")
     assert cfg.data_dir == str(out.resolve()) and cfg.num_classes == 3
     assert cfg.patch_size == (16, 32, 32)  # multiples of 16 not above the smallest case (20, 36, 40)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from genericssl.cli import main as cli
+from genericssl.errors import UserError
 from genericssl.prepare import la
 from prepare_fixtures import LA_SET, la_id, make_la, write_la_case
 
@@ -77,7 +78,7 @@ def test_no_empty_split_lists(tmp_path):
     make_la(raw, n_train=2, n_test=1)
     ids = (raw / "train.list").read_text().split()
     (raw / LA_SET / ids[1] / "mri_norm2.h5").unlink()
-    with pytest.raises(Exception, match="unlabeled_0.05.*would be empty"):
+    with pytest.raises(UserError, match="unlabeled_0.05.*would be empty"):
         la.prepare(raw, tmp_path / "out")
 
 

@@ -251,6 +251,7 @@ def run_items(fn, items: list[dict], out: Path, *, params: dict, workers: int, f
     def handle(it, result, err):
         if err is not None:
             res.failed.append((it["key"], err))
+            (rec_dir / f"{it['key']}.json").unlink(missing_ok=True)
             return
         rec = {"params": params, "stamp": it["stamp"], **result}
         write_json(rec_dir / f"{it['key']}.json", rec)
@@ -268,7 +269,11 @@ def run_items(fn, items: list[dict], out: Path, *, params: dict, workers: int, f
                                      initializer=_init_worker) as ex:
                 futures = {ex.submit(_call, fn, it): it for it in todo}
                 for f in as_completed(futures):
-                    handle(futures[f], *f.result())
+                    try:
+                        outcome = f.result()
+                    except Exception as e:  # a worker killed (out of memory?): the rest still finish or fail
+                        outcome = None, f"{futures[f]['key']}: worker process failed: {type(e).__name__}: {e}"
+                    handle(futures[f], *outcome)
                     bar.update()
     res.seconds = time.perf_counter() - t0
     for key in keys:  # item order, whatever order the workers finished in
@@ -347,6 +352,9 @@ def write_splits(out: Path, generated: dict[str, list[str]], supplied: dict[str,
 # ---------------------------------------------------------------- closing
 def write_dataset_json(out: Path, dataset: str, num_classes: int, labels: dict, axes: str, cases: dict,
                        **extra) -> None:
+    for meta in cases.values():  # float32 voxel sizes print as 0.10000000149
+        if meta.get("spacing") is not None:
+            meta["spacing"] = [round(float(s), 6) for s in meta["spacing"]]
     write_json(Path(out) / "dataset.json", {
         "dataset": dataset, "num_classes": num_classes,
         "labels": {str(k): v for k, v in labels.items()}, "axes": axes, **extra, "cases": cases})

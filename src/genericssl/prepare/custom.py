@@ -110,7 +110,8 @@ def check_description(desc: dict, where) -> dict:
     shapes = {}
     for key in ("resample", "patch_size"):
         v = desc.get(key)
-        if v is not None and (not isinstance(v, list) or len(v) != 3 or not all(isinstance(s, int) and s > 0 for s in v)):
+        if v is not None and (not isinstance(v, list) or len(v) != 3
+                              or not all(isinstance(s, int) and s > 0 for s in v)):
             raise UserError(f"{where}: {key} must be three positive integers (z, y, x), got {v!r}")
         shapes[key] = v
     cases = desc.get("cases") or {}
@@ -123,7 +124,8 @@ def check_description(desc: dict, where) -> dict:
             "orientation": orientation, "label_map": label_map, **shapes,
             "cases": {r: [str(c) for c in cases.get(r) or []] for r in ROLES},
             "domains": {str(k): str(v) for k, v in (desc.get("domains") or {}).items()},
-            "task": dict(desc.get("task") or {}), "image_dir": desc.get("image_dir"), "label_dir": desc.get("label_dir")}
+            "task": dict(desc.get("task") or {}),
+            "image_dir": desc.get("image_dir"), "label_dir": desc.get("label_dir")}
 
 
 def _files(folder: Path) -> dict[str, Path]:
@@ -204,7 +206,7 @@ def _task_yaml(out: Path, spec: dict, patch, where) -> dict:
 
 def prepare(raw, out, *, seed: int = 0, splits=None, workers: int = 1, force: bool = False,
             description=None) -> int:
-    raw, out = Path(raw), Path(out)
+    raw, out = Path(raw).absolute(), Path(out)
     if not raw.is_dir():
         raise UserError(f"--raw {raw}: no such folder")
     desc, where = load_description(raw, description)

@@ -51,7 +51,7 @@ def prepare_case(item: dict) -> dict:
 
 
 def prepare(raw, out, *, seed: int = 0, splits=None, workers: int = 1, force: bool = False) -> int:
-    raw, out = Path(raw), Path(out)
+    raw, out = Path(raw).absolute(), Path(out)
     supplied = read_split_dir(splits)
     train_list, test_list = _read_list(raw, "train"), _read_list(raw, "test")
     items = [{"key": cid, "inputs": [str(raw / SET_DIR / cid / "mri_norm2.h5")]}

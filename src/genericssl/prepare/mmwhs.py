@@ -91,7 +91,8 @@ def _items(raw: Path) -> list[dict]:
             for p in sorted(images.glob(f"{mod}_train_*_image.nii*")):
                 m = re.fullmatch(rf"({mod}_train_\d+)_image\.nii(\.gz)?", p.name)
                 if m:
-                    items.append({"key": m.group(1), "inputs": [str(p), str(find_nifti(labels, f"{m.group(1)}_label"))]})
+                    label = find_nifti(labels, f"{m.group(1)}_label")
+                    items.append({"key": m.group(1), "inputs": [str(p), str(label)]})
     if not items:
         raise UserError(f"{raw}: no MM-WHS images found; expected CT/imagesTr/ct_train_1001_image.nii.gz, "
                         f"CT/labelsTr/ct_train_1001_label.nii.gz and the same under MR/")
@@ -119,16 +120,18 @@ def make_splits(ids: list[str], seed: int) -> dict[str, list[str]]:
         n_train = round(0.8 * len(rest))
         if n_train == len(rest) >= 2:  # keep at least one target case for validation
             n_train -= 1
-        parts[mod] = {"test": test, "all": sorted(rest), "train": sorted(rest[:n_train]), "eval": sorted(rest[n_train:])}
+        parts[mod] = {"test": test, "all": sorted(rest), "train": sorted(rest[:n_train]),
+                      "eval": sorted(rest[n_train:])}
     out = {}
     for src, tgt in (("ct", "mr"), ("mr", "ct")):
-        out.update({f"train_{src}2{tgt}_labeled": parts[src]["all"], f"train_{src}2{tgt}_unlabeled": parts[tgt]["train"],
+        out.update({f"train_{src}2{tgt}_labeled": parts[src]["all"],
+                    f"train_{src}2{tgt}_unlabeled": parts[tgt]["train"],
                     f"eval_{src}2{tgt}": parts[tgt]["eval"], f"test_{tgt}": parts[tgt]["test"]})
     return out
 
 
 def prepare(raw, out, *, seed: int = 0, splits=None, workers: int = 1, force: bool = False) -> int:
-    raw, out = Path(raw), Path(out)
+    raw, out = Path(raw).absolute(), Path(out)
     supplied = read_split_dir(splits)
     if not raw.is_dir():
         raise UserError(f"--raw {raw}: no such folder")

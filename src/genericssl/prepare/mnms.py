@@ -177,7 +177,7 @@ def _prepare(raw, out, fn, name: str, axes: str, params: dict, *, seed, splits, 
              authors_slice_range=False) -> int:
     out = Path(out)
     supplied = read_split_dir(splits)
-    items = [dict(it, authors_slice_range=authors_slice_range) for it in _items(Path(raw))]
+    items = [dict(it, authors_slice_range=authors_slice_range) for it in _items(Path(raw).absolute())]
     res = run_items(fn, items, out, params=params, workers=workers, force=force, desc=name)
     status = summarize(res, name)
     if status:

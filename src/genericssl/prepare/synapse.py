@@ -64,7 +64,7 @@ def make_splits(ids: list[str], seed: int) -> dict[str, list[str]]:
 
 
 def prepare(raw, out, *, seed: int = 0, splits=None, workers: int = 1, force: bool = False) -> int:
-    raw, out = Path(raw), Path(out)
+    raw, out = Path(raw).absolute(), Path(out)
     supplied = read_split_dir(splits)
     images, labels = _layout(raw)
     items = []
