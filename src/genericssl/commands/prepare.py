@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 
 DATASETS = {
     # name: (module, function, default --out, help)
@@ -32,14 +33,16 @@ def _positive(text: str) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..prepare.common import default_workers
 
+    data_root = os.environ.get("GENERICSSL_DATA", ".")
     parser.description = __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     sub = parser.add_subparsers(dest="dataset", metavar="DATASET", required=True)
     for name, (_, _, out, help_text) in DATASETS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--raw", required=True, help="the downloaded dataset's folder")
-        p.add_argument("--out", required=out is None, default=out,
-                       help="output folder" + (f" (default: {out}, the preset's data_dir)" if out else ""))
+        p.add_argument("--out", required=out is None, default=out and os.path.join(data_root, out),
+                       help="output folder" + (f" (default: {out} under $GENERICSSL_DATA or the current folder, "
+                                               f"where the presets look for it)" if out else ""))
         p.add_argument("--force", action="store_true", help="redo cases already prepared")
         if name == "mnms-sort":
             p.add_argument("--info", help="the dataset information spreadsheet (.xls or .csv; "
