@@ -59,6 +59,7 @@ class TaskConfig:
     eval_every: int = 1
     amp: bool = True                     # mixed precision, used on CUDA only
     sampler_eval_mode: bool = False      # the authors sample pseudo labels in train mode
+    channels_last: bool | None = None    # None: channels-last 3D on the CPU only where it measures faster
 
     # ------------------------------------------------------------------ helpers
     @property

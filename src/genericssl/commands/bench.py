@@ -1,10 +1,35 @@
-"""`genericssl bench` (not implemented yet)."""
-from ..errors import UserError
+"""`genericssl bench train|infer|accuracy`: figures, not tests."""
+from __future__ import annotations
+
+import importlib
+
+# subcommand -> (module, add_arguments, main, help)
+BENCHES = {
+    "train": ("genericssl.bench.train", "add_train_arguments", "main_train",
+              "seconds per training iteration and peak memory"),
+    "infer": ("genericssl.bench.infer", "add_infer_arguments", "main_infer",
+              "seconds per volume for sliding-window inference"),
+    "accuracy": ("genericssl.bench.accuracy", "add_accuracy_arguments", "main_accuracy",
+                 "the synthetic benchmark of all four settings, every method"),
+}
 
 
 def add_arguments(parser):
-    pass
+    sub = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    for name, (module, add, main, help_text) in BENCHES.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            p.set_defaults(_bench=None)
+            continue
+        getattr(mod, add)(p)
+        p.set_defaults(_bench=getattr(mod, main))
 
 
 def main(args):
-    raise UserError("'bench' is not implemented yet")
+    from ..errors import UserError
+
+    if args._bench is None:
+        raise UserError(f"'bench {args.bench}' is not available in this installation")
+    return args._bench(args)

@@ -1,10 +1,37 @@
-"""`genericssl train` (not implemented yet)."""
-from ..errors import UserError
+"""`genericssl train`: train a method on a task; resumable."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ._common import add_task_arguments, config_from_args, resolve_data_dir
 
 
 def add_arguments(parser):
-    pass
+    add_task_arguments(parser)
+    parser.add_argument("--out", help="run folder (default runs/<task>_<method>[_<exp>])")
+    parser.add_argument("--exp", "-i", default="", help="experiment name, appended to the run folder")
+    parser.add_argument("--device", "-c", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    parser.add_argument("--resume", nargs="?", const="", default=None,
+                        help="continue a killed run from its last.pth (default: the run folder's)")
+    parser.add_argument("--overwrite", action="store_true", help="start again in a folder that holds a run")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def default_out(cfg, exp: str) -> Path:
+    return Path("runs") / "_".join(x for x in (cfg.name, cfg.method, exp) if x)
 
 
 def main(args):
-    raise UserError("'train' is not implemented yet")
+    from ..training import Trainer
+
+    cfg = config_from_args(args)
+    out = Path(args.out) if args.out else default_out(cfg, args.exp)
+    resume = None
+    if args.resume is not None:
+        resume = Path(args.resume) if args.resume else out / "ckpts" / "last.pth"
+    trainer = Trainer(cfg, resolve_data_dir(args, cfg), out, device=args.device, resume=resume,
+                      progress=not args.no_progress, overwrite=args.overwrite)
+    summary = trainer.fit()
+    print(json.dumps(summary, indent=1))
+    return 0
