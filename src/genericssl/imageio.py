@@ -1,0 +1,187 @@
+"""Reading scans and writing label maps: NIfTI (nibabel) and prepared ``.npy`` arrays.
+
+Array axes, in one place: nibabel gives NIfTI data as (x, y, z); the prepared
+arrays our presets train on are (z, y, x) (SimpleITK's order, which the authors
+used), except LA, whose HDF5 volumes are (x, y, z). A prepared dataset states
+its order in ``dataset.json`` (``"axes": "xyz"`` or ``"zyx"``).
+
+Every failure to read is a :class:`UserError` that names the file.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UserError
+
+NIFTI_EXTS = (".nii.gz", ".nii")
+AXES = ("xyz", "zyx")
+
+
+# ------------------------------------------------------------------ names
+def kind_of(path: str | Path) -> str | None:
+    """``"nifti"``, ``"npy"`` or None (not something we read)."""
+    name = Path(path).name.lower()
+    if name.endswith(NIFTI_EXTS):
+        return "nifti"
+    if name.endswith(".npy"):
+        return "npy"
+    return None
+
+
+def stem_of(path: str | Path) -> str:
+    """File name without .nii.gz / .nii / .npy."""
+    name = Path(path).name
+    for ext in NIFTI_EXTS + (".npy",):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return Path(name).stem
+
+
+# ------------------------------------------------------------------ axes
+def dataset_axes(dataset: str | None, data_dir: str | Path | None = None) -> str:
+    """Axis order of a dataset's prepared arrays: ``dataset.json``'s "axes" when there is
+    one, else the convention ("xyz" for LA, "zyx" for every other dataset)."""
+    if data_dir is not None:
+        path = Path(data_dir) / "dataset.json"
+        if path.is_file():
+            try:
+                axes = json.loads(path.read_text()).get("axes")
+            except (OSError, ValueError):
+                axes = None
+            if axes in AXES:
+                return axes
+    return "xyz" if dataset == "la" else "zyx"
+
+
+def to_array_axes(data_xyz: np.ndarray, axes: str) -> np.ndarray:
+    """NIfTI (x, y, z[, ...]) -> the model's array order; trailing axes (time) stay last."""
+    if axes not in AXES:
+        raise ValueError(f"axes must be one of {AXES}, got {axes!r}")
+    if axes == "xyz":
+        return data_xyz
+    order = (2, 1, 0) + tuple(range(3, data_xyz.ndim))
+    return data_xyz.transpose(order)
+
+
+def from_array_axes(data: np.ndarray, axes: str) -> np.ndarray:
+    """Inverse of :func:`to_array_axes` (the transpose is its own inverse)."""
+    return to_array_axes(data, axes)
+
+
+# ------------------------------------------------------------------ reading
+@dataclass
+class Volume:
+    """One input file. ``data`` is as stored: NIfTI (x, y, z[, t]), npy as saved."""
+    path: Path
+    kind: str
+    data: np.ndarray
+    affine: np.ndarray | None = None
+    header: Any = None
+    image_class: Any = None
+    extra: dict = field(default_factory=dict)
+
+
+def read_volume(path: str | Path) -> Volume:
+    """Read a NIfTI scan or an ``.npy`` array; a clear error for a missing, corrupt or
+    non-numeric file."""
+    path = Path(path)
+    kind = kind_of(path)
+    if kind is None:
+        raise UserError(f"{path}: not a NIfTI (.nii, .nii.gz) or .npy file")
+    if not path.is_file():
+        raise UserError(f"{path} does not exist")
+    if kind == "npy":
+        try:
+            data = np.load(path, allow_pickle=False)
+        except Exception as e:  # truncated, not an npy, or an object array
+            raise UserError(f"cannot read {path}: {type(e).__name__}: {e}") from None
+        if not isinstance(data, np.ndarray) or not (np.issubdtype(data.dtype, np.number)
+                                                    or data.dtype == bool):
+            raise UserError(f"{path} does not hold a numeric array")
+        return Volume(path, kind, data)
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as e:  # bad header, truncated gzip, wrong size: all "unreadable"
+        raise UserError(f"cannot read {path}: {type(e).__name__}: {e}") from None
+    return Volume(path, kind, data, affine=img.affine, header=img.header, image_class=type(img))
+
+
+def as_3d(vol: Volume, frame: int | None = None) -> np.ndarray:
+    """The volume's 3D array; a 4D file needs ``frame`` (a singleton 4th axis is dropped)."""
+    data = vol.data
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim == 4 and frame is not None:
+        if not -data.shape[3] <= frame < data.shape[3]:
+            raise UserError(f"{vol.path}: frame {frame} does not exist (the file has {data.shape[3]} frames)")
+        return data[..., frame]
+    if data.ndim != 3:
+        hint = (f"; pick a frame with --frame T (0..{data.shape[3] - 1}) or predict all with --frame all"
+                if data.ndim == 4 else "")
+        raise UserError(f"{vol.path} is {data.ndim}D with shape {tuple(data.shape)}; expected a 3D volume{hint}")
+    return data
+
+
+# ------------------------------------------------------------------ writing
+def _atomic_path(path: Path) -> Path:
+    # Keep the extension: nibabel chooses gzip compression from the name.
+    name = path.name
+    ext = next((e for e in NIFTI_EXTS + (".npy",) if name.endswith(e)), "")
+    return path.with_name(f".{name[: len(name) - len(ext)]}.{os.getpid()}.tmp{ext}")
+
+
+def _replace_into(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _atomic_path(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_npy(path: str | Path, arr: np.ndarray) -> None:
+    path = Path(path)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.save(f, arr)
+    _replace_into(path, write)
+
+
+def write_label_nifti(path: str | Path, labels: np.ndarray, like: Volume, num_classes: int | None = None) -> None:
+    """Write ``labels`` (x, y, z[, t]) as uint8 NIfTI on ``like``'s grid: its affine and
+    header, with the data type, scaling and display range of a label map."""
+    import nibabel as nib
+
+    path = Path(path)
+    if like.affine is None:
+        raise ValueError("a NIfTI label map needs the affine of a NIfTI input")
+    labels = np.asarray(labels)
+    if labels.shape[:3] != like.data.shape[:3]:
+        raise ValueError(f"label map {labels.shape} is not on the grid of {like.path} {like.data.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise ValueError("label values must fit uint8")
+    header = like.header.copy()
+    header.set_data_dtype(np.uint8)
+    cls = like.image_class or nib.Nifti1Image
+    img = cls(labels.astype(np.uint8), like.affine, header)
+    # The scan's intensity scaling and window would misplace the labels or hide them in a viewer.
+    img.header.set_slope_inter(1.0, 0.0)
+    img.header["cal_min"] = 0
+    img.header["cal_max"] = (num_classes - 1) if num_classes else int(labels.max(initial=0))
+    try:
+        img.header.set_intent("label")
+    except Exception:  # header types without NIfTI intents
+        pass
+    _replace_into(path, lambda tmp: nib.save(img, str(tmp)))

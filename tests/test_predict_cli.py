@@ -1,0 +1,187 @@
+"""`genericssl predict`: checkpoints of both formats, NIfTI and .npy in and out, bad inputs."""
+import gzip
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from genericssl.checkpoint import save_checkpoint
+from genericssl.cli import main
+from genericssl.commands.predict import raw_preparation, resize_nearest
+from genericssl.config import TaskConfig, load_config
+from genericssl.imageio import as_3d, dataset_axes, read_volume, write_label_nifti
+from genericssl.errors import UserError
+from genericssl.models.diff_vnet import DiffVNet
+
+PATCH = "16x32x32"
+AFFINE = np.array([[0.0, 0.0, -1.5, 10.0], [0.0, 0.8, 0.0, -20.0], [0.7, 0.0, 0.0, 5.0], [0, 0, 0, 1]])
+
+
+def _model(num_classes=2, seed=0):
+    torch.manual_seed(seed)
+    net = DiffVNet(1, num_classes, 4, 3)
+    for m in net.modules():  # statistics that make the labels vary over the volume
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    net.train()
+    with torch.no_grad():
+        net(torch.rand(2, 1, 16, 32, 32))
+        net.decoder_theta.out_conv.bias.zero_()
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt")
+    net = _model()
+    cfg = TaskConfig(name="tiny", patch_size=(16, 32, 32), num_classes=2, base_filters=4)
+    save_checkpoint({"state_dict": net.state_dict(), "config": cfg.to_dict()}, d / "ours.pth")
+    torch.save({"state_dict": net.state_dict()}, d / "authors.pth")  # the released best_model.pth layout
+    return d
+
+
+def _nifti(path, data, affine=AFFINE):
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    return path
+
+
+def _run(capsys, *argv):
+    code = main(["predict", "--no-progress", *map(str, argv)])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def test_nifti_label_map_lies_on_the_scan(ckpts, tmp_path, capsys):
+    scan = _nifti(tmp_path / "scan.nii.gz", np.random.default_rng(0).random((36, 34, 20)).astype(np.float32) * 900)
+    code, text = _run(capsys, "--checkpoint", ckpts / "ours.pth", "--input", scan, "--output", tmp_path / "out",
+                      "--stride-preset", "coarse")
+    assert code == 0, text
+    seg = nib.load(str(tmp_path / "out" / "scan_seg.nii.gz"))
+    assert seg.shape == (36, 34, 20)
+    np.testing.assert_allclose(seg.affine, AFFINE)
+    assert seg.get_data_dtype() == np.uint8
+    data = np.asarray(seg.dataobj)
+    assert data.dtype == np.uint8 and set(np.unique(data)) <= {0, 1}
+
+
+def test_both_checkpoint_formats_load_and_agree_on_npy(ckpts, tmp_path, capsys):
+    image = np.random.default_rng(1).random((20, 36, 33)).astype(np.float32)
+    (tmp_path / "in").mkdir()
+    np.save(tmp_path / "in" / "case7_image.npy", image)
+    np.save(tmp_path / "in" / "case7_label.npy", np.zeros(image.shape, np.uint8))  # left out: ground truth
+    code, text = _run(capsys, "-c", ckpts / "ours.pth", "-i", tmp_path / "in", "-o", tmp_path / "a",
+                      "--stride-xy", "16", "--stride-z", "8")
+    assert code == 0, text
+    assert "case7_label.npy: a prepared label array" in text
+    code, text = _run(capsys, "-c", ckpts / "authors.pth", "-i", tmp_path / "in" / "case7_image.npy",
+                      "-o", tmp_path / "b", "--patch", PATCH, "--stride-xy", "16", "--stride-z", "8")
+    assert code == 0, text
+    a, b = np.load(tmp_path / "a" / "case7.npy"), np.load(tmp_path / "b" / "case7.npy")
+    assert a.shape == image.shape and a.dtype == np.uint8
+    assert len(np.unique(a)) == 2
+    np.testing.assert_array_equal(a, b)
+
+
+def test_authors_checkpoint_with_a_task_takes_its_preset(ckpts, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.random.default_rng(2).random((16, 32, 32)).astype(np.float32))
+    # la_0.1 says 32 filters; the file has 4: a clear error unless overridden.
+    code, text = _run(capsys, "-c", ckpts / "authors.pth", "-i", tmp_path / "x.npy", "-o", tmp_path / "o",
+                      "--task", "la_0.1")
+    assert code == 2 and "base_filters: checkpoint has 4, task la_0.1 has 32" in text
+    code, text = _run(capsys, "-c", ckpts / "authors.pth", "-i", tmp_path / "x.npy", "-o", tmp_path / "o",
+                      "--task", "la_0.1", "--base-filters", "4", "--patch", PATCH, "--mode", "whole")
+    assert code == 0, text
+    assert np.load(tmp_path / "o" / "x.npy").shape == (16, 32, 32)
+
+
+def test_wrong_class_count_is_a_clear_error(ckpts, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.zeros((16, 32, 32), np.float32))
+    code, text = _run(capsys, "-c", ckpts / "ours.pth", "-i", tmp_path / "x.npy", "-o", tmp_path / "o",
+                      "--num-classes", "3")
+    assert code == 2
+    assert "num_classes: checkpoint has 2, configuration says 3" in text
+
+
+def test_4d_and_corrupt_files_are_named_and_the_rest_predicted(ckpts, tmp_path, capsys):
+    d = tmp_path / "in"
+    d.mkdir()
+    rng = np.random.default_rng(3)
+    _nifti(d / "good.nii.gz", rng.random((33, 32, 17)).astype(np.float32))
+    _nifti(d / "cine.nii.gz", rng.random((32, 32, 16, 3)).astype(np.float32))
+    (d / "broken.nii.gz").write_bytes(gzip.compress(b"not a nifti header"))
+    (d / "notes.txt").write_text("hello")
+    code, text = _run(capsys, "-c", ckpts / "ours.pth", "-i", d, "-o", tmp_path / "o", "--mode", "whole")
+    assert code == 1, text
+    assert (tmp_path / "o" / "good_seg.nii.gz").is_file()
+    assert not (tmp_path / "o" / "cine_seg.nii.gz").exists()
+    assert "cine.nii.gz is 4D with shape (32, 32, 16, 3); expected a 3D volume" in text
+    assert "cannot read" in text and "broken.nii.gz" in text
+    assert "notes.txt: not a NIfTI or .npy file" in text
+    # the frame a user asks for, or all of them
+    code, text = _run(capsys, "-c", ckpts / "ours.pth", "-i", d / "cine.nii.gz", "-o", tmp_path / "o",
+                      "--mode", "whole", "--frame", "all")
+    assert code == 0, text
+    assert nib.load(str(tmp_path / "o" / "cine_seg.nii.gz")).shape == (32, 32, 16, 3)
+
+
+def test_single_4d_file_fails_with_exit_status_2(ckpts, tmp_path, capsys):
+    f = _nifti(tmp_path / "cine.nii.gz", np.zeros((32, 32, 16, 2), np.float32))
+    code, text = _run(capsys, "-c", ckpts / "ours.pth", "-i", f, "-o", tmp_path / "o")
+    assert code == 2 and str(f) in text and "--frame" in text
+
+
+def test_synapse_scan_is_resized_for_the_model_and_back(tmp_path, capsys):
+    net = DiffVNet(1, 14, 4, 3).eval()
+    torch.save({"state_dict": net.state_dict()}, tmp_path / "syn.pth")
+    scan = _nifti(tmp_path / "img0001.nii.gz", np.random.default_rng(4).normal(0, 300, (30, 28, 12)).astype(np.float32))
+    code, text = _run(capsys, "-c", tmp_path / "syn.pth", "--task", "synapse_0.2", "--base-filters", "4",
+                      "-i", scan, "-o", tmp_path / "o", "--mode", "whole")
+    assert code == 0, text
+    assert "resize to 80x160x160" in text
+    seg = nib.load(str(tmp_path / "o" / "img0001_seg.nii.gz"))
+    assert seg.shape == (30, 28, 12)
+    np.testing.assert_allclose(seg.affine, AFFINE)
+
+
+def test_mmwhs_preparation_maps_labels_back_onto_the_scan():
+    cfg = load_config("mmwhs_ct2mr")
+    prep = raw_preparation(cfg, dataset_axes(cfg.dataset))
+    assert prep.note and "bounding box" in prep.note
+    data = np.zeros((40, 30, 24), np.float32)
+    data[5:20, 18:28, 2:9] = 800  # a bright block off centre
+    affine = np.diag([-1.2, 1.0, 2.0, 1.0])  # x runs right-to-left: reorientation flips it
+    arr, ctx = prep.forward(data, affine)
+    assert arr.shape == (144, 144, 144)
+    back = prep.backward((arr > arr.mean() + arr.std()).astype(np.uint8), ctx)
+    assert back.shape == data.shape
+    truth = data > 0
+    dice = 2 * (back.astype(bool) & truth).sum() / (back.astype(bool).sum() + truth.sum())
+    assert dice > 0.9
+
+
+def test_resize_nearest_keeps_values_and_shape():
+    lab = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    up = resize_nearest(lab, (4, 6, 8))
+    assert up.shape == (4, 6, 8) and set(np.unique(up)) == set(range(24))
+    np.testing.assert_array_equal(resize_nearest(up, (2, 3, 4)), lab)
+
+
+def test_imageio_axes_and_label_header(tmp_path):
+    assert dataset_axes("la") == "xyz" and dataset_axes("synapse") == "zyx"
+    (tmp_path / "dataset.json").write_text('{"axes": "xyz"}')
+    assert dataset_axes("custom", tmp_path) == "xyz"
+    img = nib.Nifti1Image(np.ones((4, 5, 6), np.int16), AFFINE)
+    img.header.set_slope_inter(2.0, 10.0)
+    nib.save(img, str(tmp_path / "s.nii"))
+    vol = read_volume(tmp_path / "s.nii")
+    assert as_3d(vol).shape == (4, 5, 6) and float(as_3d(vol).max()) == 12.0
+    write_label_nifti(tmp_path / "l.nii.gz", np.ones((4, 5, 6), np.uint8), vol, num_classes=3)
+    out = nib.load(str(tmp_path / "l.nii.gz"))
+    assert np.asarray(out.dataobj).max() == 1  # the scan's scaling does not apply to labels
+    assert out.header["cal_max"] == 2
+    np.testing.assert_allclose(out.affine, AFFINE)
+    with pytest.raises(UserError, match="bad.npy"):
+        (tmp_path / "bad.npy").write_bytes(b"\x93NUMPY garbage")
+        read_volume(tmp_path / "bad.npy")
