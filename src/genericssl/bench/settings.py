@@ -1,0 +1,77 @@
+"""The synthetic accuracy benchmark's settings, as data.
+
+Each setting names a synthetic spec (``genericssl.data.synthetic``) built so that
+it is hard the way its real counterpart in the paper is; ``docs/benchmark.md``
+explains each. Changing anything here changes the cache keys of the affected
+cells, so stale results are rerun rather than mixed in.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class BenchSetting:
+    name: str
+    spec: str                   # a named synthetic spec
+    spec_kwargs: dict = field(default_factory=dict)
+    column: str = ""            # the table's column header
+    mimics: str = ""
+    # SemiDG has one task per held-out domain; seed i holds out domain i mod 4
+    # (see ``task_for_seed``), so three seeds cover three unseen domains at the
+    # cost of three runs instead of twelve.
+    rotate_holdout: bool = False
+
+    def task_for_seed(self, tasks: list[str], seed: int) -> str:
+        if not self.rotate_holdout:
+            if len(tasks) != 1:
+                raise ValueError(f"setting {self.name} generates {len(tasks)} tasks; expected one")
+            return tasks[0]
+        return sorted(tasks)[seed % len(tasks)]
+
+
+SETTINGS: dict[str, BenchSetting] = {
+    "ssl": BenchSetting(
+        "ssl", "ssl", {"labeled": 0.1}, "SSL (LA-like, 10%)",
+        "one domain, 2 foreground classes, 4 of 40 training cases labeled"),
+    "ibssl": BenchSetting(
+        "ibssl", "ibssl", {"labeled": 0.2}, "IBSSL (Synapse-like, 20%)",
+        "7 foreground classes from 24% to 4.5% of the volume edge, repeated intensity levels, "
+        "6 of 30 training cases labeled"),
+    "uda": BenchSetting(
+        "uda", "uda", {}, "UDA (MMWHS-like)",
+        "labeled CT-like source, unlabeled MR-like target (gamma map + contrast inversion, "
+        "stronger bias, noise, blur), tested on the target"),
+    "semidg": BenchSetting(
+        "semidg", "semidg", {"labeled": 0.05}, "SemiDG (M&Ms-like, 5%)",
+        "four scanner profiles; 1 of 20 cases per training domain labeled, tested on the unseen "
+        "fourth domain", rotate_holdout=True),
+}
+
+# Table order; "full" is the supervised method trained on every training case
+# (the fully supervised upper bound), a reference row.
+METHODS = ("supervised", "mean_teacher", "uamt", "cps", "ad", "full")
+METHOD_LABELS = {"supervised": "Supervised (labeled only)", "mean_teacher": "Mean Teacher", "uamt": "UA-MT",
+                 "cps": "CPS", "ad": "A&D (ours)", "full": "Fully supervised (all labeled)"}
+
+# Maximum unlabeled-loss weight per method: each method's published default,
+# since the losses differ in scale (softmax MSE averaged over voxels and
+# classes vs. CE on hard labels vs. DiceCE on pseudo labels). Every method
+# reaches its weight with the same sigmoid ramp over the same epochs.
+#   ad: the paper's runs (w_u = 10); mean_teacher, uamt: the UA-MT code's
+#   consistency = 0.1; cps: the CPS paper's trade-off weight 1.5.
+UNSUP_WEIGHTS = {"ad": 10.0, "mean_teacher": 0.1, "uamt": 0.1, "cps": 1.5}
+
+# What every method shares (METHOD.md's optimiser, the paper's lr and EMA).
+DEFAULTS = {
+    "iters": 1000,           # target iterations per cell (epochs x iterations per epoch)
+    "size": 48,              # volume edge; the patch is 32^3
+    "base_filters": 8,
+    "batch_size": 2,         # labeled and unlabeled alike
+    "lr": 0.01,
+    "rampup_fraction": 1 / 3,  # the unlabeled weight ramps up over the first third of the epochs
+    "data_seed": 0,          # the data of a setting is the same for every training seed
+    "test_points": 20,       # test evaluations spread over training (the curve)
+    "last_k": 3,             # the reported Dice: mean of the last k test evaluations
+    "stride": 16,            # sliding-window stride on every axis at test time
+}

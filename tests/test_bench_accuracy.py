@@ -1,0 +1,138 @@
+"""`genericssl bench accuracy` on one tiny setting: results, caching, invalidation, bad input."""
+import json
+
+import pytest
+import torch
+
+from genericssl import cli
+from genericssl.bench import accuracy as acc
+from genericssl.errors import UserError
+from genericssl.training import Trainer
+
+TINY = dict(iters=2, size=16, base_filters=4, threads=1, device="cpu")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # See test_baselines: a second thread only spin-waits on shared cores.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    lines = []
+    report = acc.run_benchmark(["ssl"], ["supervised", "mean_teacher"], [0], out, log=lines.append, **TINY)
+    return out, report, lines
+
+
+def test_results_structure(first_run):
+    out, report, lines = first_run
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["synthetic_data"] is True and saved["seeds"] == [0]
+    assert saved["code"] == acc.code_version()
+    for m in ("supervised", "mean_teacher"):
+        s = saved["summary"]["ssl"][m]
+        assert 0.0 <= s["dice_mean"] <= 100.0 and s["dice_std"] == 0.0
+        assert len(s["dice_per_class_mean"]) == 2          # the ssl spec has 2 foreground classes
+        assert s["iterations"] == [2] and s["asd_mean"] >= 0.0
+        cell = saved["cells"]["ssl"][m]["0"]
+        assert cell["iterations"] == 2 and cell["train_seconds"] > 0 and cell["wall_seconds"] > 0
+        assert len(cell["dice_per_class"]) == len(cell["asd_per_class"]) == 2
+        assert cell["curve"] and cell["curve"][-1]["iteration"] == 2
+        assert (out / "cells" / "ssl" / m / "seed0.json").is_file()
+    assert saved["summary"]["ssl"]["supervised"]["time_vs_supervised"] == pytest.approx(1.0)
+    assert saved["budget"]["ssl"]["ssl_0.1"]["iterations"] == 2
+    md = (out / "results.md").read_text()
+    assert "Synthetic data" in md and "| Mean Teacher |" in md and "SSL (LA-like, 10%)" in md
+    for png in ("dice_by_setting.png", "test_curves.png"):
+        assert (out / png).stat().st_size > 0
+    assert sum("seed 0: Dice" in line for line in lines) == 2      # one progress line per cell
+
+
+def test_second_run_uses_the_cache(first_run):
+    out, report, _ = first_run
+    cell = out / "cells" / "ssl" / "supervised" / "seed0.json"
+    before = cell.read_text()
+    lines = []
+    again = acc.run_benchmark(["ssl"], ["supervised"], [0], out, log=lines.append, **TINY)
+    assert any("1 cached, 0 to run" in line for line in lines)
+    assert cell.read_text() == before
+    assert again["summary"]["ssl"]["supervised"]["dice_mean"] == report["summary"]["ssl"]["supervised"]["dice_mean"]
+
+
+def test_other_code_version_is_rerun_not_mixed(first_run, monkeypatch):
+    out, _, _ = first_run
+    real = acc.code_version()
+    monkeypatch.setattr(acc, "code_version", lambda: {**real, "sources": "0" * 16})
+    lines = []
+    report = acc.run_benchmark(["ssl"], ["supervised"], [0], out, log=lines.append, **TINY)
+    assert any("another code version" in line for line in lines)
+    assert any("0 cached, 1 to run" in line for line in lines)
+    cell = json.loads((out / "cells" / "ssl" / "supervised" / "seed0.json").read_text())
+    assert cell["code"]["sources"] == "0" * 16
+    assert report["code"]["sources"] == "0" * 16
+
+
+def test_interrupted_cell_resumes(tmp_path, monkeypatch):
+    # 36 iterations = two epochs of the tiny ssl task; die after epoch 0's checkpoint.
+    real = Trainer._write_logs
+    state = {"raised": False}
+
+    def dying(self, record):
+        if record["epoch"] == 1 and not state["raised"]:
+            state["raised"] = True
+            raise KeyboardInterrupt
+        real(self, record)
+
+    monkeypatch.setattr(Trainer, "_write_logs", dying)
+    kw = {**TINY, "iters": 36}
+    with pytest.raises(KeyboardInterrupt):
+        acc.run_benchmark(["ssl"], ["supervised"], [0], tmp_path, log=lambda s: None, **kw)
+    assert not (tmp_path / "cells" / "ssl" / "supervised" / "seed0.json").exists()
+    report = acc.run_benchmark(["ssl"], ["supervised"], [0], tmp_path, log=lambda s: None, **kw)
+    cell = report["cells"]["ssl"]["supervised"]["0"]
+    assert cell["resumed"] and cell["epochs"] == 2 and cell["iterations"] == 36
+
+
+def test_budget_is_shared_and_ramps_over_a_third():
+    task = {"name": "t", "splits": {"labeled": "labeled", "unlabeled": "unlabeled"}, "repeat": "labeled"}
+    b = acc.budget_for(task, {"labeled": 4, "unlabeled": 36}, 1000, 2, 1 / 3, 20)
+    assert b["iters_per_epoch"] == 18 and b["epochs"] == 56 and b["iterations"] == 1008
+    assert b["rampup_epochs"] == 19 and b["test_epochs"][-1] == 55
+    full = acc.cell_config({**task, "num_classes": 3}, "full", 0, b, 8, 2, 0.01, acc.UNSUP_WEIGHTS)
+    assert full["method"] == "supervised" and full["splits"]["labeled"] == "train_all"
+    assert full["iters_per_epoch"] == 18 and full["max_epoch"] == 55
+    ad = acc.cell_config({**task, "num_classes": 3}, "ad", 0, b, 8, 2, 0.01, acc.UNSUP_WEIGHTS)
+    assert ad["rampup_epochs"] == full["rampup_epochs"] and ad["unsup_weight"] == 10.0
+
+
+def test_dice_at_time_takes_the_last_points_within_the_time():
+    curve = [{"train_seconds": t, "dice": d} for t, d in [(1, 10.0), (2, 20.0), (3, 30.0), (4, 40.0), (9, 90.0)]]
+    assert acc.dice_at_time(curve, 4.0, 3) == pytest.approx(30.0)
+    assert acc.dice_at_time(curve, 0.5, 3) is None
+
+
+def test_bad_names_list_the_valid_ones():
+    with pytest.raises(UserError, match="unknown settings 'lung'; valid settings: ssl, ibssl, uda, semidg"):
+        acc.parse_names("ssl,lung", list(acc.SETTINGS), "settings")
+    with pytest.raises(UserError, match="valid methods: supervised, mean_teacher, uamt, cps, ad, full"):
+        acc.parse_names("fixmatch", list(acc.METHODS), "methods")
+    with pytest.raises(UserError, match="seed list is empty"):
+        acc.parse_seeds(" , ")
+    with pytest.raises(UserError, match="integers"):
+        acc.parse_seeds("0,one")
+    assert acc.parse_seeds("2,0,2") == [2, 0]
+    with pytest.raises(UserError, match="METHOD=W"):
+        acc.parse_weights("ad")
+    assert acc.parse_weights("cps=10")["cps"] == 10.0
+
+
+def test_cli_reports_bad_input_without_traceback(capsys):
+    assert cli.main(["bench", "accuracy", "--settings", "lung"]) == 2
+    assert "valid settings: ssl, ibssl, uda, semidg" in capsys.readouterr().err
+    assert cli.main(["bench", "accuracy", "--seeds", ""]) == 2
+    assert "seed list is empty" in capsys.readouterr().err
