@@ -15,6 +15,13 @@ places it, so that their checkpoints give their label maps:
 - the softmax of every window is summed with equal weight and divided by the
   number of windows covering the voxel; argmax, first class on ties.
 
+Equivalence with the authors' test loop (three nested loops over the window
+starts, first axis outermost, each window's float32 softmax added into a score
+map and a count map, then score / count and argmax): the same windows in the
+same order, the same float32 additions per voxel, the same division. Only the
+convolutions' own rounding differs between machines and layouts. Their runs
+were float32 on a GPU: on CUDA, pass ``amp=False`` (``--no-amp``) for that.
+
 The authors keep the label map padded; we crop it back to the input's shape
 (``authors_padding=True`` returns the padded map, for exact reproduction).
 MONAI's ``sliding_window_inference`` places and pads windows differently, so it

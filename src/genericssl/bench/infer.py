@@ -95,6 +95,11 @@ def _class_fractions(labels, num_classes: int) -> list[float]:
     return [round(float(c) / labels.size, 4) for c in counts]
 
 
+def _dice(a, b) -> float | None:
+    total = int(a.sum()) + int(b.sum())
+    return round(200.0 * int((a & b).sum()) / total, 2) if total else None
+
+
 def _timed(fn):
     t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
@@ -150,14 +155,17 @@ def main_infer(args) -> int:
     }
     if args.mode == "whole" and not args.no_agreement:
         ref_strides = axis_strides(spatial_dims, 16, 4)
-        ref, ref_wall, _ = _timed(lambda: run("window", ref_strides, args.batch_windows))
+        ref, ref_wall, ref_cpu = _timed(lambda: run("window", ref_strides, args.batch_windows))
         result["agreement_with_16_4"] = round(float(np.mean(ref == labels)), 5)
+        result["dice_vs_16_4"] = [_dice(labels == c, ref == c) for c in range(1, args.num_classes)]
         result["reference_16_4_sec"] = round(ref_wall, 1)
+        result["reference_16_4_cpu_sec"] = round(ref_cpu, 1)
         result["reference_class_fractions"] = _class_fractions(ref, args.num_classes)
     if args.check_labels and args.mode == "window":
         prepare_model(model, channels_last=False)
-        ref, ref_wall, _ = _timed(lambda: run("window", strides, 1))
+        ref, ref_wall, ref_cpu = _timed(lambda: run("window", strides, 1))
         result["authors_loop_sec"] = round(ref_wall, 1)
+        result["authors_loop_cpu_sec"] = round(ref_cpu, 1)
         result["labels_equal_to_authors_loop"] = round(float(np.mean(ref == labels)), 7)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     result["loadavg_1min_start_end"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
