@@ -252,8 +252,7 @@ class Trainer:
             self.history.append(record)
             self._write_logs(record)
             save_checkpoint(self._payload(epoch, full=True), self.ckpt_dir / "last.pth")
-            if self.progress:
-                self.log(self._epoch_line(record))
+            self.log(self._epoch_line(record))
             if epoch - self.best_epoch >= cfg.patience:
                 self.log(f"early stop at epoch {epoch}: no gain for {cfg.patience} epochs")
                 stopped_early = True
