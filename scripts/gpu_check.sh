@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The GPU figures of the issues, in one short run on a CUDA machine:
+#   training speed at the paper's LA setting (mixed precision and fp32), S for scale,
+#   sliding-window speed, and the demo end to end on CUDA.
+# Usage: OUT=/some/folder bash scripts/gpu_check.sh   (writes logs and pictures to $OUT)
+set -u
+OUT=${OUT:-gpu_check_out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+G="python3 -m genericssl.cli"
+{
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+$G bench train --preset LA --device cuda --iters 5
+$G bench train --preset LA --device cuda --iters 3 --no-amp
+$G bench train --preset S --device cuda --iters 5
+$G bench train --preset LA --device cuda --iters 5 --method supervised
+$G bench infer --device cuda --stride-xy 16 --stride-z 4 --batch-windows 8
+$G bench infer --device cuda --stride-xy 64 --stride-z 16 --batch-windows 8
+$G bench infer --device cuda --mode whole
+} 2>&1 | tee "$OUT/bench.log"
+$G demo --device cuda --out "$OUT/demo" --no-progress 2>&1 | tee "$OUT/demo.log"
+cp "$OUT/demo/results.json" "$OUT/demo_results.json" 2>/dev/null
+cp "$OUT/demo/overlays.png" "$OUT/demo_overlays.png" 2>/dev/null
+cp "$OUT/demo/curves.png" "$OUT/demo_curves.png" 2>/dev/null
+rm -rf "$OUT/demo"
