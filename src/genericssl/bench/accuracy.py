@@ -182,7 +182,7 @@ def budget_for(task: dict, splits: dict, iters: int, batch_size: int, rampup_fra
     per_epoch = max(1, min(natural, iters))
     epochs = max(1, round(iters / per_epoch))
     max_epoch = epochs - 1  # epochs run 0..max_epoch inclusive
-    every = max(1, epochs // max(1, test_points))
+    every = max(1, round(epochs / max(1, test_points)))
     test_epochs = sorted({e for e in range(max_epoch, -1, -every)})
     return {"iters_per_epoch": per_epoch, "epochs": epochs, "max_epoch": max_epoch,
             "iterations": epochs * per_epoch, "rampup_epochs": max(1, round(epochs * rampup_fraction)),
