@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -83,7 +83,6 @@ class RawPreparation:
     forward: Callable
     backward: Callable
     note: str | None = None
-    notes_shown: set = field(default_factory=set)
 
 
 def resize_nearest(labels: np.ndarray, shape) -> np.ndarray:
@@ -248,11 +247,14 @@ class Predictor:
     prep: RawPreparation
     amp: bool | None
     progress: bool
+    noted: bool = False
 
     def segment(self, array: np.ndarray, desc: str, authors_padding: bool = False) -> np.ndarray:
         from ..data.cases import normalize_intensity
         from ..inference import predict_volume
 
+        if not np.all(np.isfinite(array)):
+            raise UserError(f"{desc}: the image holds NaN or infinite values")
         image = normalize_intensity(array, self.cfg.intensity) if self.normalize else array.astype(np.float32)
         return predict_volume(self.model, image, self.cfg.patch_size, strides=self.strides, mode=self.mode,
                               batch_windows=self.batch_windows, authors_padding=authors_padding, amp=self.amp,
@@ -271,9 +273,9 @@ class Predictor:
             labels = self.segment(arr, path.name, self.authors_padding)
             write_npy(out, labels)
             return f"{tuple(arr.shape)} -> {tuple(labels.shape)}"
-        if self.prep.note and "note" not in self.prep.notes_shown:
+        if self.prep.note and not self.noted:
             print(f"note: {self.prep.note}")
-            self.prep.notes_shown.add("note")
+            self.noted = True
         if frame == "all" and vol.data.ndim == 4:
             frames = [vol.data[..., t] for t in range(vol.data.shape[3])]
         else:
