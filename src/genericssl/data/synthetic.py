@@ -76,7 +76,8 @@ class SyntheticSpec:
 
     structure_sizes: per foreground class, the radius as a fraction of each axis
         (None: geometric from 0.25 down to 0.08).
-    counts: cases per domain and role; ``default_counts`` for domains not listed.
+    counts: cases per domain and role (``{"A": {"train": 10, "eval": 2, "test": 3}}``);
+        roles or domains not listed take ``default_counts``.
     labeled: a fraction in (0, 1) of each training domain's train cases
         (``ceil(n * fraction)``), or a total count spread over training domains.
     """
@@ -91,7 +92,7 @@ class SyntheticSpec:
     domains: list[DomainProfile] = field(default_factory=lambda: [DomainProfile("A")])
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     default_counts: dict[str, int] = field(default_factory=lambda: {"train": 20, "eval": 4, "test": 6})
-    labeled: float = 0.2
+    labeled: float | int = 0.2
     source: str | None = None
     target: str | None = None
     intensity: dict = field(default_factory=lambda: {"clip": None, "percentile": None})
