@@ -119,3 +119,12 @@ def test_supervised_trains_on_labeled_only(data, tmp_path):
     t = Trainer(cfg, data, tmp_path / "s", progress=False, tensorboard=False)
     t.fit()
     assert t.iterations_run == 2 * (4 // 2)  # labeled repeated to the unlabeled count
+
+
+def test_supervised_runs_without_an_unlabeled_list(data, tmp_path):
+    (data / "split_txts" / "unlabeled.txt").unlink()
+    t = Trainer(cfg_for(data, method="supervised", max_epoch=0), data, tmp_path / "s", progress=False,
+                tensorboard=False)
+    assert t.loader_u is None
+    t.fit()
+    assert t.iterations_run == 1  # 2 labeled cases, batch 2

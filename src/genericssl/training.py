@@ -187,7 +187,7 @@ class Trainer:
 
     def _train_epoch(self, epoch: int) -> dict:
         for loader in (self.loader_l, self.loader_u):
-            if hasattr(loader.sampler, "set_epoch"):
+            if loader is not None and hasattr(loader.sampler, "set_epoch"):
                 loader.sampler.set_epoch(epoch)
         self.method.train()
         n_iter = len(self.loader_l)
