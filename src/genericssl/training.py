@@ -25,7 +25,6 @@ from .data.cases import read_split
 from .errors import UserError
 from .losses import hard_batch_dice
 from .methods import get_method
-from .methods.base import batch_to
 
 
 def resolve_device(name: str | None = "auto") -> torch.device:
@@ -99,6 +98,7 @@ class Trainer:
                             f"'genericssl prepare' first)")
         seed_everything(cfg.seed)
         self.method = get_method(cfg.method)(cfg, self.device)
+        self.method.finish_setup()
         self.optimizer = torch.optim.SGD(self.method.parameters(), lr=cfg.lr, momentum=0.9,
                                          nesterov=True, weight_decay=3e-5)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -201,7 +201,7 @@ class Trainer:
         for i, (bl, bu) in enumerate(self._iterations()):
             if i >= n_iter:
                 break
-            bl, bu = batch_to(bl, self.device), batch_to(bu, self.device)
+            bl, bu = self.method.prepare_batch(bl), self.method.prepare_batch(bu)
             with torch.autocast(self.device.type, enabled=self.amp):
                 loss, logs = self.method.train_step(bl, bu)
             self.optimizer.zero_grad(set_to_none=True)

@@ -46,14 +46,15 @@ def main_train(args) -> int:
         cfg.channels_last = args.channels_last == "on"
     torch.manual_seed(0)
     method = get_method(args.method)(cfg, device)
+    method.finish_setup()
     method.train()
     opt = torch.optim.SGD(method.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=3e-5)
     amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     g = torch.Generator().manual_seed(0)
-    bl = {"image": torch.rand(B, 1, *patch, generator=g).to(device),
-          "label": torch.randint(0, C, (B, *patch), generator=g).to(device)}
-    bu = {"image": torch.rand(B, 1, *patch, generator=g).to(device)}
+    bl = method.prepare_batch({"image": torch.rand(B, 1, *patch, generator=g),
+                               "label": torch.randint(0, C, (B, *patch), generator=g)})
+    bu = method.prepare_batch({"image": torch.rand(B, 1, *patch, generator=g)})
 
     def step():
         with torch.autocast(device.type, enabled=amp):
@@ -73,7 +74,7 @@ def main_train(args) -> int:
         times.append(time.perf_counter() - t)
     result = {"bench": "train", "preset": args.preset, "method": args.method, "device": str(device),
               "base_filters": n, "num_classes": C, "batch": f"{B}+{B}", "patch": list(patch),
-              "amp": amp, "threads": torch.get_num_threads(), "iters": args.iters,
+              "amp": amp, "channels_last": method.channels_last, "threads": torch.get_num_threads(), "iters": args.iters,
               "sec_per_iter": round(statistics.median(times[1:]), 3),
               "sec_first_iter": round(times[0], 3),
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}

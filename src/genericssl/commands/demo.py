@@ -12,8 +12,8 @@ from pathlib import Path
 
 DEMO_SETTINGS = {
     # Small enough for 2 CPU cores in minutes; the ramp-up covers the first third.
-    "base_filters": 8, "batch_size": 2, "max_epoch": 20, "iters_per_epoch": 15, "lr": 0.01,
-    "unsup_weight": 10.0, "rampup_epochs": 7, "patience": 1000, "num_workers": 0,
+    "base_filters": 8, "batch_size": 2, "max_epoch": 39, "iters_per_epoch": 25, "lr": 0.01,
+    "unsup_weight": 10.0, "rampup_epochs": 13, "patience": 1000, "num_workers": 0,
 }
 
 

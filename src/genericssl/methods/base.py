@@ -34,12 +34,33 @@ class Method:
         self.cfg = cfg
         self.device = torch.device(device)
         self.model = self.build_network().to(self.device)
+        self.channels_last = self._use_channels_last()
         self.mu = self.unsup_weight_at(0)
 
     # ---------------------------------------------------------------- building
     def build_network(self) -> DiffVNet:
         c = self.cfg
         return DiffVNet(c.in_channels, c.num_classes, c.base_filters, c.spatial_dims, has_dropout=True)
+
+    def _use_channels_last(self) -> bool:
+        # Channels-last 3D measured faster on CPUs for this network (the full-resolution
+        # convolutions most); on GPUs cuDNN picks its own layouts under autocast.
+        use = self.cfg.channels_last
+        if use is None:
+            use = self.device.type == "cpu" and self.cfg.spatial_dims == 3
+        return bool(use) and self.cfg.spatial_dims == 3
+
+    def finish_setup(self) -> None:
+        """Called by the trainer once every network exists: sets the memory layout."""
+        if self.channels_last:
+            for m in self.modules().values():
+                m.to(memory_format=torch.channels_last_3d)
+
+    def prepare_batch(self, batch: dict | None) -> dict | None:
+        batch = batch_to(batch, self.device)
+        if batch is not None and self.channels_last and batch["image"].dim() == 5:
+            batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last_3d)
+        return batch
 
     def modules(self) -> dict[str, nn.Module]:
         """Every trained network by name; ``model`` is the one whose D_theta is released."""
