@@ -52,6 +52,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from .devices import resolve_device  # noqa: F401  (the commands import it from here)
 
 # The V-Net halves every axis four times.
 DIVISOR = 16
@@ -142,22 +143,6 @@ def whole_pad(shape: Sequence[int], divisor: int = DIVISOR) -> list[tuple[int, i
 
 
 # ------------------------------------------------------------------ devices
-def resolve_device(name: str | None = "auto") -> torch.device:
-    """``auto``: CUDA, then Apple's MPS, then the CPU. Asking for one that is absent is an error."""
-    name = (name or "auto").lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is visible to PyTorch")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise ValueError("--device mps: Apple's MPS backend is not available")
-    return torch.device(name)
-
-
 def prepare_model(model: torch.nn.Module, device: torch.device | str | None = None,
                   channels_last: bool | None = None) -> torch.nn.Module:
     """The test model, in place: eval mode, on ``device``, channels-last 3D weights where faster.

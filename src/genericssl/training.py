@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .devices import resolve_device
 from .checkpoint import check_architecture, load_checkpoint, save_checkpoint
 from .config import TaskConfig
 from .data.loaders import EvalDataset, make_train_loaders
@@ -25,22 +26,6 @@ from .data.cases import read_split
 from .errors import UserError
 from .losses import hard_batch_dice
 from .methods import get_method
-
-
-def resolve_device(name: str | None = "auto") -> torch.device:
-    name = name or "auto"
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UserError(f"--device {name}: Apple MPS is not available on this machine (use --device cpu)")
-    return dev
 
 
 def seed_everything(seed: int) -> None:
