@@ -24,3 +24,11 @@ cp "$OUT/demo/results.json" "$OUT/demo_results.json" 2>/dev/null
 cp "$OUT/demo/overlays.png" "$OUT/demo_overlays.png" 2>/dev/null
 cp "$OUT/demo/curves.png" "$OUT/demo_curves.png" 2>/dev/null
 rm -rf "$OUT/demo"
+# The synthetic accuracy benchmark, as far as ACC_SECONDS allows; finished cells are
+# cached (keyed by code version), so the tarball resumes elsewhere.
+ACC_SECONDS=${ACC_SECONDS:-300}
+timeout "$ACC_SECONDS" $G bench accuracy --device cuda --jobs "${ACC_JOBS:-14}" --threads 1 \
+    --out "$OUT/acc" 2>&1 | tee "$OUT/acc.log"
+tar czf "$OUT/acc.tar.gz" -C "$OUT" acc --exclude='acc/*/data' --exclude='acc/data' 2>/dev/null
+rm -rf "$OUT/acc"
+ls -la "$OUT"
