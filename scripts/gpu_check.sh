@@ -29,6 +29,6 @@ rm -rf "$OUT/demo"
 ACC_SECONDS=${ACC_SECONDS:-300}
 timeout "$ACC_SECONDS" $G bench accuracy --device cuda --jobs "${ACC_JOBS:-14}" --threads 1 \
     --out "$OUT/acc" 2>&1 | tee "$OUT/acc.log"
-tar czf "$OUT/acc.tar.gz" -C "$OUT" acc --exclude='acc/*/data' --exclude='acc/data' 2>/dev/null
+(cd "$OUT" && tar czf acc.tar.gz acc/cells $(ls -d acc/results* acc/*.png 2>/dev/null))
 rm -rf "$OUT/acc"
 ls -la "$OUT"
