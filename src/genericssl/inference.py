@@ -52,7 +52,6 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from .devices import resolve_device  # noqa: F401  (the commands import it from here)
 
 # The V-Net halves every axis four times.
 DIVISOR = 16
@@ -142,7 +141,7 @@ def whole_pad(shape: Sequence[int], divisor: int = DIVISOR) -> list[tuple[int, i
     return out
 
 
-# ------------------------------------------------------------------ devices
+# ------------------------------------------------------------------ the test model
 def prepare_model(model: torch.nn.Module, device: torch.device | str | None = None,
                   channels_last: bool | None = None) -> torch.nn.Module:
     """The test model, in place: eval mode, on ``device``, channels-last 3D weights where faster.

@@ -40,7 +40,7 @@ def add_infer_arguments(p) -> None:
     p.add_argument("--patch", type=_shape, default=(112, 112, 80), metavar="DxHxW")
     p.add_argument("--shape", type=_shape, default=(160, 160, 96), metavar="DxHxW", help="volume size")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
-    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps or auto")
     p.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
                    help="memory layout of the 3D convolutions (auto: on for the CPU)")
     p.add_argument("--no-amp", action="store_true", help="float32 on CUDA too")
@@ -111,7 +111,8 @@ def main_infer(args) -> int:
     import torch
 
     from ..errors import UserError
-    from ..inference import axis_strides, plan_windows, predict_volume, prepare_model, resolve_device
+    from ..devices import resolve_device
+    from ..inference import axis_strides, plan_windows, predict_volume, prepare_model
     from ..models.diff_vnet import DiffVNet
 
     if len(args.patch) != len(args.shape) or len(args.patch) not in (2, 3):
@@ -119,10 +120,7 @@ def main_infer(args) -> int:
     if any(p % 16 for p in args.patch):
         raise UserError(f"every patch size must be a multiple of 16, got {args.patch}")
     torch.set_num_threads(args.threads)
-    try:
-        device = resolve_device(args.device)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    device = resolve_device(args.device)
     load_start = os.getloadavg()[0]
     torch.manual_seed(args.seed)
     spatial_dims = len(args.patch)

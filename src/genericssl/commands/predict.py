@@ -65,7 +65,7 @@ def add_arguments(parser):
                    help="for a 4D (cine) NIfTI: predict frame T, or every frame ('all') into a 4D label map")
     d.add_argument("--suffix", default="_seg", help="appended to a NIfTI input's name (default _seg)")
     r = parser.add_argument_group("runtime")
-    r.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
+    r.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1 or mps")
     r.add_argument("--no-amp", action="store_true", help="float32 on CUDA too (default: float16 autocast)")
     r.add_argument("--threads", type=int, help="CPU threads for PyTorch")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -338,7 +338,8 @@ def main(args):
     import torch
 
     from ..imageio import dataset_axes
-    from ..inference import prepare_model, resolve_device
+    from ..devices import resolve_device
+    from ..inference import prepare_model
     from ._common import resolve_data_dir
 
     if args.frame not in (None, "all"):
@@ -350,10 +351,7 @@ def main(args):
         raise UserError("--batch-windows must be at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        device = resolve_device(args.device)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    device = resolve_device(args.device)
     files, skipped = collect_inputs(args.input, args.suffix)
     model, cfg = load_predictor_model(args)
     strides = resolve_strides(args, cfg)
