@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import UserError
+from ..prepare.common import resize_nearest  # noqa: F401  (re-exported: it was defined here and is imported from here)
 
 SKIP_SUFFIXES = ("_label.npy",)  # prepared ground truth beside the images
 
@@ -85,114 +86,53 @@ class RawPreparation:
     note: str | None = None
 
 
-def resize_nearest(labels: np.ndarray, shape) -> np.ndarray:
-    """Nearest-neighbour resampling to ``shape`` (source index floor(i * in / out), as torch's 'nearest')."""
-    idx = [np.minimum((np.arange(n) * (s / n)).astype(np.int64), s - 1) for s, n in zip(labels.shape, shape)]
-    return labels[np.ix_(*idx)]
-
-
-def _resize_linear(image: np.ndarray, size) -> np.ndarray:
-    # The interpolation prepare/synapse.py applies to training images (its resize also wants a label).
-    import torch
-    import torch.nn.functional as F
-
-    mode = "trilinear" if image.ndim == 3 else "bilinear"
-    with torch.no_grad():
-        out = F.interpolate(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None],
-                            size=tuple(size), mode=mode, align_corners=False)
-    return out[0, 0].numpy()
-
-
-def _transpose_only(axes: str) -> RawPreparation:
+def _through(prepare_image, restore_label, axes: str, orientation=None) -> tuple[Callable, Callable]:
+    """forward/backward around a dataset's own ``prepare_image``/``restore_label`` (prepare/*.py),
+    which work on arrays in the model's order: the NIfTI axes and, where the dataset has one,
+    its orientation are turned on the way in and back on the way out."""
     from ..imageio import from_array_axes, to_array_axes
-
-    return RawPreparation("axes only", lambda data, affine: (to_array_axes(data, axes), None),
-                          lambda labels, ctx: from_array_axes(labels, axes))
-
-
-def _synapse(axes: str) -> RawPreparation:
-    from ..imageio import from_array_axes, to_array_axes
-    from ..prepare.synapse import SIZE
+    from ..prepare.common import reorient, unorient
 
     def forward(data, affine):
-        arr = to_array_axes(data, axes)
-        return _resize_linear(arr, SIZE), arr.shape
-
-    return RawPreparation(f"resize to {'x'.join(map(str, SIZE))} (trilinear)", forward,
-                          lambda labels, shape: from_array_axes(resize_nearest(labels, shape), axes))
-
-
-def _mmwhs(axes: str) -> RawPreparation:
-    from nibabel import orientations as o
-    from scipy.ndimage import zoom
-
-    from ..imageio import from_array_axes, to_array_axes
-    from ..prepare.common import reorient
-    from ..prepare.mmwhs import RAI, SIZE
-
-    def forward(data, affine):
-        turned, _ = reorient(data, affine, RAI)
-        arr = to_array_axes(turned, axes).astype(np.float32)
-        arr = arr.clip(0, float(np.percentile(arr, 98)))
-        arr = (arr - arr.mean()) / (arr.std() + 1e-8)
-        return zoom(arr, [SIZE / s for s in arr.shape], order=0), (arr.shape, affine)
+        if orientation:
+            data, _ = reorient(data, affine, orientation)
+        arr, restore = prepare_image(to_array_axes(data, axes))
+        return arr, (restore, affine)
 
     def backward(labels, ctx):
-        shape, affine = ctx
-        turned = from_array_axes(resize_nearest(labels, shape), axes)
-        back = o.ornt_transform(o.axcodes2ornt(RAI), o.io_orientation(affine))
-        return o.apply_orientation(turned, back)
+        restore, affine = ctx
+        out = from_array_axes(restore_label(labels, restore), axes)
+        return unorient(out, affine, orientation) if orientation else out
 
-    note = ("MMWHS training volumes were cropped to the heart's bounding box, which needs a label: a new "
-            "scan is segmented over its whole field of view (clip and z-score from the whole volume), "
-            "so expect lower accuracy than on prepared cases")
-    return RawPreparation(f"reorient to RAI, clip to [0, p98], z-score, resize to {SIZE}^3", forward, backward, note)
-
-
-def _mnms(axes: str, spatial_dims: int) -> RawPreparation:
-    from scipy.ndimage import zoom
-
-    from ..imageio import from_array_axes, to_array_axes
-    from ..prepare.mnms import SHORT_SIDE, SIZE
-
-    def crop_box(shape):
-        h, w = shape[1:]
-        return (slice(None), slice(h // 2 - h // 3, h // 2 + h // 3), slice(w // 2 - w // 3, w // 2 + w // 3))
-
-    def forward(data, affine):
-        arr = to_array_axes(data, axes).astype(np.float32)
-        box = crop_box(arr.shape)
-        crop = arr[box]
-        if spatial_dims == 3:
-            out = zoom(crop, [n / s for n, s in zip(SIZE, crop.shape)], order=0)
-        else:
-            hn, wn = crop.shape[1:]
-            size = (SHORT_SIDE, int(SHORT_SIDE / hn * wn)) if hn < wn else (int(SHORT_SIDE / wn * hn), SHORT_SIDE)
-            out = np.stack([_resize_linear(s, size) for s in crop])
-        return out, (arr.shape, box, crop.shape)
-
-    def backward(labels, ctx):
-        shape, box, crop_shape = ctx
-        full = np.zeros(shape, np.uint8)
-        full[box] = resize_nearest(labels, crop_shape)
-        return from_array_axes(full, axes)
-
-    what = (f"central in-plane crop, resize to {'x'.join(map(str, SIZE))}" if spatial_dims == 3
-            else f"central in-plane crop, slices resized to short side {SHORT_SIDE}")
-    note = ("M&Ms training frames kept only the labeled slices, which needs a label: a new scan is "
-            "segmented on all its slices")
-    return RawPreparation(what, forward, backward, note)
+    return forward, backward
 
 
 def raw_preparation(cfg, axes: str, enabled: bool = True) -> RawPreparation:
     """The preparation of ``cfg.dataset``'s training data that can run without a label."""
-    if not enabled or cfg.dataset not in ("synapse", "mmwhs", "mnms"):
-        return _transpose_only(axes)
+    from ..imageio import from_array_axes, to_array_axes
+    from ..prepare import la, mmwhs, mnms, synapse
+
+    if not enabled or cfg.dataset not in ("synapse", "mmwhs", "mnms", "la"):
+        return RawPreparation("axes only", lambda data, affine: (to_array_axes(data, axes), None),
+                              lambda labels, ctx: from_array_axes(labels, axes))
     if cfg.dataset == "synapse":
-        return _synapse(axes)
+        return RawPreparation(f"resize to {'x'.join(map(str, synapse.SIZE))} (trilinear)",
+                              *_through(synapse.prepare_image, synapse.restore_label, axes))
     if cfg.dataset == "mmwhs":
-        return _mmwhs(axes)
-    return _mnms(axes, cfg.spatial_dims)
+        note = ("MMWHS training volumes were cropped to the heart's bounding box, which needs a label: a new "
+                "scan is segmented over its whole field of view (clip and z-score from the whole volume), "
+                "so expect lower accuracy than on prepared cases")
+        return RawPreparation(f"reorient to RAI, clip to [0, p98], z-score, resize to {mmwhs.SIZE}^3",
+                              *_through(mmwhs.prepare_image, mmwhs.restore_label, axes, mmwhs.RAI), note)
+    if cfg.dataset == "mnms":
+        note = ("M&Ms training frames kept only the labeled slices, which needs a label: a new scan is "
+                "segmented on all its slices")
+        if cfg.spatial_dims == 3:
+            return RawPreparation(f"central in-plane crop, resize to {'x'.join(map(str, mnms.SIZE))}",
+                                  *_through(mnms.prepare_image, mnms.restore_label, axes), note)
+        return RawPreparation(f"central in-plane crop, slices resized to short side {mnms.SHORT_SIDE}",
+                              *_through(mnms.prepare_image_2d, mnms.restore_label, axes), note)
+    return RawPreparation("axes only", *_through(la.prepare_image, la.restore_label, axes))
 
 
 # ------------------------------------------------------------------ inputs

@@ -1,6 +1,7 @@
 """What every dataset's preparation shares: reading NIfTI with clear errors, atomic
-writes, the parallel loop over cases that skips finished work, split lists, and
-the closing summary.
+writes, the resamplings and the way back from a prepared grid (:class:`Restore`,
+which ``genericssl predict`` uses to put label maps onto a new scan), the parallel
+loop over cases that skips finished work, split lists, and the closing summary.
 
 A dataset module describes its work as *items* (dicts with a unique ``key``; one
 case, or one M&Ms subject that yields several frame cases) and a module-level
@@ -129,18 +130,73 @@ def reorient(data: np.ndarray, affine: np.ndarray, axcodes) -> tuple[np.ndarray,
     return o.apply_orientation(data, tr), affine @ o.inv_ornt_aff(tr, data.shape[:3])
 
 
-def resize_volume(image: np.ndarray, label: np.ndarray, size) -> tuple[np.ndarray, np.ndarray]:
-    """Image trilinear without corner alignment, label nearest, as torch's ``interpolate``
-    does them (the authors' Synapse resize)."""
+def unorient(data: np.ndarray, affine: np.ndarray, axcodes) -> np.ndarray:
+    """Inverse of :func:`reorient`: ``data`` whose axes point to ``axcodes`` turned back onto
+    the grid of the volume whose affine is ``affine``."""
+    from nibabel import orientations as o
+
+    return o.apply_orientation(data, o.ornt_transform(o.axcodes2ornt(tuple(axcodes)), o.io_orientation(affine)))
+
+
+def resize_linear(image: np.ndarray, size) -> np.ndarray:
+    """float32 ``image`` (2D or 3D) resized to ``size``, bi/trilinear without corner alignment
+    (torch's ``interpolate``, the authors' Synapse and M&Ms 2D image resize)."""
+    import torch
+    import torch.nn.functional as F
+
+    mode = "trilinear" if image.ndim == 3 else "bilinear"
+    with torch.no_grad():
+        out = F.interpolate(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None],
+                            size=tuple(size), mode=mode, align_corners=False)
+    return out[0, 0].numpy()
+
+
+def resize_label(label: np.ndarray, size) -> np.ndarray:
+    """uint8 ``label`` (2D or 3D) resized to ``size`` by torch's 'nearest' (the authors' label resize)."""
     import torch
     import torch.nn.functional as F
 
     with torch.no_grad():
-        img = F.interpolate(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None],
-                            size=tuple(size), mode="trilinear", align_corners=False)
-        lab = F.interpolate(torch.from_numpy(label.astype(np.float32))[None, None], size=tuple(size),
+        out = F.interpolate(torch.from_numpy(label.astype(np.float32))[None, None], size=tuple(size),
                             mode="nearest")
-    return img[0, 0].numpy(), lab[0, 0].numpy().astype(np.uint8)
+    return out[0, 0].numpy().astype(np.uint8)
+
+
+def zoom_to(array: np.ndarray, shape) -> np.ndarray:
+    """``array`` resized to ``shape`` by scipy's order-0 zoom (the MM-WHS and M&Ms resize)."""
+    from scipy.ndimage import zoom
+
+    return zoom(array, [n / s for n, s in zip(shape, array.shape)], order=0)
+
+
+def resize_nearest(labels: np.ndarray, shape) -> np.ndarray:
+    """Nearest-neighbour resampling to ``shape`` (source index floor(i * in / out), as torch's 'nearest')."""
+    idx = [np.minimum((np.arange(n) * (s / n)).astype(np.int64), s - 1) for s, n in zip(labels.shape, shape)]
+    return labels[np.ix_(*idx)]
+
+
+@dataclass(frozen=True)
+class Restore:
+    """How a prepared array maps back: the input array's ``shape`` (prepared axis order) and the
+    ``box`` of it that was resized to the prepared array."""
+    shape: tuple
+    box: tuple
+
+    @classmethod
+    def whole(cls, shape) -> "Restore":
+        return cls(tuple(shape), tuple(slice(0, n) for n in shape))
+
+    @property
+    def crop_shape(self) -> tuple:
+        return tuple(len(range(*b.indices(n))) for b, n in zip(self.box, self.shape))
+
+
+def restore_label(labels: np.ndarray, restore: Restore) -> np.ndarray:
+    """A label map on the prepared grid -> the input array's grid (``restore.shape``, same axis
+    order): resized into the box by nearest neighbour, background outside it."""
+    full = np.zeros(restore.shape, labels.dtype)
+    full[restore.box] = resize_nearest(labels, restore.crop_shape)
+    return full
 
 
 def check_pair(image, label, img_affine, lab_affine, where) -> None:

@@ -26,7 +26,7 @@ The description (``genericssl.yaml`` in --raw, or --description FILE)::
 A case id is the file name without ``.nii.gz`` (and without nnU-Net's ``_0000``).
 Unlabeled cases without a label file get an all-zero label array (the loaders
 read one for every case); dataset.json marks them ``"labeled": false``.
-Arrays are (z, y, x).
+Arrays are (z, y, x). :func:`prepare_image` and :func:`restore_label` are the image half.
 """
 from __future__ import annotations
 
@@ -37,9 +37,9 @@ import numpy as np
 import yaml
 
 from ..errors import UserError
-from .common import (CaseError, as_label, check_codes, check_pair, nifti_stem, read_nifti, read_split_dir,
-                     reorient, resize_volume, run_items, save_case, summarize, write_dataset_json, write_splits,
-                     write_text)
+from .common import (CaseError, Restore, as_label, check_codes, check_pair, nifti_stem, read_nifti, read_split_dir,
+                     reorient, resize_label, resize_linear, restore_label, run_items, save_case, summarize,
+                     write_dataset_json, write_splits, write_text)
 
 KEYS = {"name", "labels", "num_classes", "image_dir", "label_dir", "intensity", "orientation", "label_map",
         "resample", "patch_size", "cases", "domains", "task"}
@@ -151,6 +151,14 @@ def _squeeze3d(data, path):
     return data
 
 
+def prepare_image(image: np.ndarray, resample=None) -> tuple[np.ndarray, Restore]:
+    """(z, y, x) image, already turned to the description's orientation -> float32, resized
+    trilinearly to ``resample`` (z, y, x) when given; labels go back with :func:`restore_label`."""
+    if resample:
+        return resize_linear(image, resample), Restore.whole(image.shape)
+    return image.astype(np.float32), Restore.whole(image.shape)
+
+
 def prepare_case(item: dict) -> dict:
     cid, spec = item["key"], item["spec"]
     img_path = Path(item["inputs"][0])
@@ -176,10 +184,11 @@ def prepare_case(item: dict) -> dict:
     else:
         label = np.zeros(image.shape, np.uint8)
     spacing = np.linalg.norm(img_aff[:3, :3], axis=0)[::-1]
-    image, label = image.transpose(2, 1, 0).astype(np.float32), label.transpose(2, 1, 0)
+    image, label = image.transpose(2, 1, 0), label.transpose(2, 1, 0)
     if spec["resample"]:
         spacing = spacing * np.array(image.shape) / np.array(spec["resample"])
-        image, label = resize_volume(image, label, spec["resample"])
+        label = resize_label(label, spec["resample"])
+    image, _ = prepare_image(image, spec["resample"])
     save_case(item["npy_dir"], cid, image, label, spec["num_classes"])
     return {"cases": {cid: {"spacing": [float(s) for s in spacing], "domain": item["domain"],
                             "source": str(img_path), "shape": list(image.shape), "labeled": len(item["inputs"]) > 1}}}

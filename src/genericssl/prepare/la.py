@@ -5,14 +5,18 @@ nothing else. Splits: the sorted train list, its first int(80 r) cases labeled;
 ``eval_r`` equals ``labeled_r`` (the authors' choice, kept for reproduction) and
 ``heldout_eval_r`` offers as many cases drawn (seeded) from the unlabeled ones:
 their labels are never used for training, so model selection on them is honest.
+:func:`prepare_image` and :func:`restore_label` are the image half, shared with
+``genericssl predict``.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import UserError
-from .common import (CaseError, as_label, check_codes, count_of, read_split_dir, run_items, save_case,
-                     seeded_permutation, summarize, write_dataset_json, write_splits)
+from .common import (CaseError, Restore, as_label, check_codes, count_of, read_split_dir, restore_label, run_items,
+                     save_case, seeded_permutation, summarize, write_dataset_json, write_splits)
 
 LABELS = {0: "background", 1: "left atrium"}
 SET_DIR = "2018LA_Seg_Training Set"
@@ -27,6 +31,12 @@ def _read_list(raw: Path, name: str) -> list[str]:
         raise UserError(f"{p} is missing: LA needs train.list and test.list next to '{SET_DIR}' "
                         f"(the data/ folder of UA-MT's release)")
     return [line.strip() for line in p.read_text().splitlines() if line.strip()]
+
+
+def prepare_image(image: np.ndarray) -> tuple[np.ndarray, Restore]:
+    """(x, y, z) MRI -> the same array as float32 (UA-MT's HDF5 volumes are already cropped and
+    normalised); labels come back unchanged through :func:`restore_label`."""
+    return np.asarray(image, dtype=np.float32), Restore.whole(image.shape)
 
 
 def prepare_case(item: dict) -> dict:
@@ -46,6 +56,7 @@ def prepare_case(item: dict) -> dict:
     check_codes(label, LABELS, f"{cid} ({path})")
     if image.shape != label.shape:
         raise CaseError(f"{cid}: image shape {image.shape} differs from label shape {label.shape} in {path}")
+    image, _ = prepare_image(image)
     save_case(item["npy_dir"], cid, image, label, len(LABELS))
     return {"cases": {cid: {"spacing": SPACING, "domain": None, "source": str(path), "shape": list(image.shape)}}}
 

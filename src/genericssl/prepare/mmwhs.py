@@ -6,6 +6,10 @@ every other code to background, crop to the label's bounding box (4 voxels
 before, 3 after), clip to [0, p98 of the crop], z-score, and resize to 144^3
 (nearest neighbour). The clip and z-score are part of preparation here, unlike
 the other datasets. Arrays are (z, y, x).
+
+:func:`prepare_image` (crop, clip, z-score, resize) and :func:`restore_label` are
+shared with ``genericssl predict``, which has no label to crop around and so
+passes the whole volume as the box.
 """
 from __future__ import annotations
 
@@ -15,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .common import (CaseError, as_label, check_codes, check_image, check_pair, find_nifti, read_nifti, read_split_dir,
-                     reorient, run_items, save_case, seeded_permutation, summarize, write_dataset_json,
-                     write_splits)
+from .common import (CaseError, Restore, as_label, check_codes, check_image, check_pair, find_nifti, read_nifti,
+                     read_split_dir, reorient, restore_label, run_items, save_case, seeded_permutation, summarize,
+                     write_dataset_json, write_splits, zoom_to)
 
 LABELS = {0: "background", 1: "myocardium", 2: "left atrium", 3: "left ventricle cavity", 4: "ascending aorta"}
 CODES = {205: 1, 420: 2, 500: 3, 820: 4}
@@ -39,9 +43,18 @@ def bbox_crop(label: np.ndarray) -> tuple[slice, ...]:
     return tuple(out)
 
 
-def prepare_case(item: dict) -> dict:
-    from scipy.ndimage import zoom
+def prepare_image(image: np.ndarray, box: tuple[slice, ...] | None = None) -> tuple[np.ndarray, Restore]:
+    """(z, y, x) image already in RAI -> (144, 144, 144) float32: cropped to ``box`` (default the
+    whole volume), clipped to [0, p98 of the crop], z-scored, resized; and how to map labels back
+    (:func:`restore_label`)."""
+    restore = Restore(image.shape, box) if box is not None else Restore.whole(image.shape)
+    crop = image[restore.box].astype(np.float32)
+    crop = crop.clip(0, float(np.percentile(crop, 98)))
+    crop = (crop - crop.mean()) / (crop.std() + 1e-8)
+    return zoom_to(crop, (SIZE,) * 3), restore
 
+
+def prepare_case(item: dict) -> dict:
     cid, (img_path, lab_path) = item["key"], (Path(p) for p in item["inputs"])
     image, img_aff, _ = read_nifti(img_path, "image")
     label, lab_aff, _ = read_nifti(lab_path, "label")
@@ -54,7 +67,7 @@ def prepare_case(item: dict) -> dict:
     label, lab_aff = reorient(label, lab_aff, RAI)
     check_pair(image, label, img_aff, lab_aff, f"{cid} ({img_path.name}, {lab_path.name})")
     spacing = np.linalg.norm(img_aff[:3, :3], axis=0)[::-1]
-    image = image.transpose(2, 1, 0).astype(np.float32)
+    image = image.transpose(2, 1, 0)
     kept = np.zeros(label.shape[::-1], np.uint8)
     label = label.transpose(2, 1, 0)
     for code, cls in CODES.items():
@@ -64,16 +77,12 @@ def prepare_case(item: dict) -> dict:
     if not kept.any():
         raise CaseError(f"{cid}: {lab_path} holds none of the codes {sorted(CODES)}; nothing to crop around")
     box = bbox_crop(kept)
-    image, kept = image[box], kept[box]
-    if image.min() == image.max():
+    if image[box].min() == image[box].max():
         raise CaseError(f"{cid}: image is constant inside the heart's bounding box")
-    image = image.clip(0, float(np.percentile(image, 98)))
-    image = (image - image.mean()) / (image.std() + 1e-8)
-    factors = [SIZE / s for s in image.shape]
-    crop_shape = image.shape
-    image, kept = zoom(image, factors, order=0), zoom(kept, factors, order=0)
+    image, restore = prepare_image(image, box)
+    kept = zoom_to(kept[box], image.shape)
     save_case(item["npy_dir"], cid, image, kept, len(LABELS))
-    return {"cases": {cid: {"spacing": [float(s) * c / SIZE for s, c in zip(spacing, crop_shape)],
+    return {"cases": {cid: {"spacing": [float(s) * c / SIZE for s, c in zip(spacing, restore.crop_shape)],
                             "domain": cid[:2], "source": str(img_path), "shape": list(image.shape)}}}
 
 

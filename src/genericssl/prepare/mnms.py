@@ -8,6 +8,9 @@ labeled slice, which ``authors_slice_range`` reproduces. The 2D variant makes a
 case ``<ID>_sa_<t>_<d>`` of every labeled slice (all-zero images left out), same
 in-plane crop, short side resized to 288 (bilinear image, nearest label).
 Percentile clipping and min-max scaling happen at load time (the preset).
+:func:`prepare_image`, :func:`prepare_image_2d` and :func:`restore_label` are the
+image half, shared with ``genericssl predict`` (which, without a label, keeps
+every slice).
 
 Splits, per vendor: the subjects permuted (seeded), ceil(n r) of them labeled,
 all frames of a subject together; "to X" pools the other three vendors and
@@ -21,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .common import (CaseError, as_label, check_codes, check_pair, count_of, find_nifti, read_nifti,
-                     read_split_dir, run_items, save_case, seeded_permutation, summarize, write_dataset_json,
-                     write_splits)
+from .common import (CaseError, Restore, as_label, check_codes, check_pair, count_of, find_nifti, read_nifti,
+                     read_split_dir, resize_label, resize_linear, restore_label, run_items, save_case,
+                     seeded_permutation, summarize, write_dataset_json, write_splits, zoom_to)
 
 LABELS = {0: "background", 1: "left ventricle", 2: "myocardium", 3: "right ventricle"}
 VENDORS = "ABCD"
@@ -79,17 +82,39 @@ def _read_subject(item: dict):
     return image.transpose(3, 2, 1, 0).astype(np.float32), label.transpose(3, 2, 1, 0), zooms[2::-1]
 
 
-def _labeled_frames(image, label, authors: bool):
-    """(t, image, label) of every labeled frame, cropped to its labeled slices and the central in-plane part."""
+def crop_box(shape, z: slice = slice(None)) -> tuple[slice, slice, slice]:
+    """Slices ``z`` and the central two thirds in plane, [s//2 - s//3, s//2 + s//3), of a (z, y, x) ``shape``."""
+    h, w = shape[1:]
+    return z, slice(h // 2 - h // 3, h // 2 + h // 3), slice(w // 2 - w // 3, w // 2 + w // 3)
+
+
+def prepare_image(image: np.ndarray, z: slice = slice(None)) -> tuple[np.ndarray, Restore]:
+    """One (z, y, x) frame -> (32, 144, 144) float32: slices ``z``, the central in-plane crop,
+    order-0 resize; and how to map labels back (:func:`restore_label`)."""
+    restore = Restore(image.shape, crop_box(image.shape, z))
+    return zoom_to(image[restore.box].astype(np.float32, copy=False), SIZE), restore
+
+
+def slice_size(h: int, w: int) -> tuple[int, int]:
+    """(h, w) with the short side scaled to 288, the long side in proportion (truncated)."""
+    return (SHORT_SIDE, int(SHORT_SIDE / h * w)) if h < w else (int(SHORT_SIDE / w * h), SHORT_SIDE)
+
+
+def prepare_image_2d(image: np.ndarray, z: slice = slice(None)) -> tuple[np.ndarray, Restore]:
+    """One (z, y, x) frame -> (slices, h, w) float32 for the 2D model: the same crop, every
+    slice resized bilinearly to :func:`slice_size`; and how to map labels back."""
+    restore = Restore(image.shape, crop_box(image.shape, z))
+    crop = image[restore.box]
+    size = slice_size(*crop.shape[1:])
+    return np.stack([resize_linear(s, size) for s in crop]), restore
+
+
+def _labeled_frames(label, authors: bool):
+    """(t, slices first..last labeled) of every frame with a label."""
     for t in range(label.shape[0]):
-        lab = label[t]
-        if not lab.any():
-            continue
-        z = np.flatnonzero(lab.any(axis=(1, 2)))
-        z_end = z[-1] if authors else z[-1] + 1
-        h, w = lab.shape[1:]
-        box = (slice(z[0], z_end), slice(h // 2 - h // 3, h // 2 + h // 3), slice(w // 2 - w // 3, w // 2 + w // 3))
-        yield t, image[t][box], lab[box]
+        z = np.flatnonzero(label[t].any(axis=(1, 2)))
+        if z.size:
+            yield t, slice(int(z[0]), int(z[-1] if authors else z[-1] + 1))
 
 
 def _meta(item, spacing, shape, **extra) -> dict:
@@ -98,53 +123,40 @@ def _meta(item, spacing, shape, **extra) -> dict:
 
 
 def prepare_subject(item: dict) -> dict:
-    from scipy.ndimage import zoom
-
     image, label, zooms = _read_subject(item)
     cases, skipped = {}, []
-    for t, img, lab in _labeled_frames(image, label, item["authors_slice_range"]):
+    for t, z in _labeled_frames(label, item["authors_slice_range"]):
         cid = f"{item['key']}_sa_{t}"
-        if img.shape[0] == 0:
+        if z.stop == z.start:
             skipped.append([cid, "a single labeled slice, which the authors' slice range drops"])
             continue
-        factors = [n / s for n, s in zip(SIZE, img.shape)]
+        img, restore = prepare_image(image[t], z)
         try:
-            save_case(item["npy_dir"], cid, zoom(img, factors, order=0), zoom(lab, factors, order=0), len(LABELS))
+            save_case(item["npy_dir"], cid, img, zoom_to(label[t][restore.box], SIZE), len(LABELS))
         except CaseError as e:
             skipped.append([cid, str(e)])
             continue
-        cases[cid] = _meta(item, [z * s / n for z, s, n in zip(zooms, img.shape, SIZE)], SIZE, frame=t)
+        cases[cid] = _meta(item, [v * s / n for v, s, n in zip(zooms, restore.crop_shape, SIZE)], SIZE, frame=t)
     return {"cases": cases, "skipped": skipped}
-
-
-def _resize_2d(img, lab):
-    import torch
-    import torch.nn.functional as F
-
-    hn, wn = img.shape
-    size = (SHORT_SIDE, int(SHORT_SIDE / hn * wn)) if hn < wn else (int(SHORT_SIDE / wn * hn), SHORT_SIDE)
-    with torch.no_grad():
-        i = F.interpolate(torch.from_numpy(np.ascontiguousarray(img))[None, None], size=size, mode="bilinear",
-                          align_corners=False)
-        l_ = F.interpolate(torch.from_numpy(lab.astype(np.float32))[None, None], size=size, mode="nearest")
-    return i[0, 0].numpy(), l_[0, 0].numpy().astype(np.uint8)
 
 
 def prepare_subject_2d(item: dict) -> dict:
     image, label, zooms = _read_subject(item)
     cases, skipped = {}, []
-    for t, img3, lab3 in _labeled_frames(image, label, authors=False):
+    for t, z in _labeled_frames(label, authors=False):
+        slices, restore = prepare_image_2d(image[t], z)
+        img3, lab3 = image[t][restore.box], label[t][restore.box]
         for d in range(img3.shape[0]):
             cid = f"{item['key']}_sa_{t}_{d}"
             if not np.isnan(img3[d]).any() and img3[d].sum() == 0:
                 continue  # slices outside the field of view; the authors leave them out too
+            img = slices[d]
             try:
-                img, lab = _resize_2d(img3[d], lab3[d])
-                save_case(item["npy_dir"], cid, img, lab, len(LABELS))
+                save_case(item["npy_dir"], cid, img, resize_label(lab3[d], img.shape), len(LABELS))
             except CaseError as e:
                 skipped.append([cid, str(e)])
                 continue
-            spacing = [z * s / n for z, s, n in zip(zooms[1:], img3.shape[1:], img.shape)]
+            spacing = [v * s / n for v, s, n in zip(zooms[1:], img3.shape[1:], img.shape)]
             cases[cid] = _meta(item, spacing, img.shape, frame=t, slice=d)
     return {"cases": cases, "skipped": skipped}
 

@@ -3,7 +3,8 @@
 The image is resized trilinearly without corner alignment and the label by
 nearest neighbour, both with torch's ``interpolate`` as the authors do; the CT
 clip to [-75, 275] and min-max scaling happen at load time (the preset's
-``intensity``). Splits, seeded: 80% train+eval / 20% test, eval the last sixth of
+``intensity``). :func:`prepare_image` and :func:`restore_label` are the image half,
+which ``genericssl predict`` runs on new scans. Splits, seeded: 80% train+eval / 20% test, eval the last sixth of
 train+eval, 20% of train labeled.
 """
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
-from .common import (CaseError, as_label, check_codes, check_pair, count_of, find_nifti, nifti_stem,
-                     read_nifti, read_split_dir, resize_volume, run_items, save_case, seeded_permutation,
-                     summarize, write_dataset_json, write_splits)
+import numpy as np
+
+from .common import (CaseError, Restore, as_label, check_codes, check_pair, count_of, find_nifti, nifti_stem,
+                     read_nifti, read_split_dir, resize_label, resize_linear, restore_label, run_items, save_case,
+                     seeded_permutation, summarize, write_dataset_json, write_splits)
 
 LABELS = {0: "background", 1: "spleen", 2: "right kidney", 3: "left kidney", 4: "gallbladder",
           5: "esophagus", 6: "liver", 7: "stomach", 8: "aorta", 9: "inferior vena cava",
@@ -31,6 +34,12 @@ def _layout(raw: Path) -> tuple[Path, Path]:
                     f"(or img/ and label/ as in the Synapse download)")
 
 
+def prepare_image(image: np.ndarray) -> tuple[np.ndarray, Restore]:
+    """(z, y, x) CT, any size -> (80, 160, 160) float32 and how to map labels back
+    (:func:`restore_label`). Training cases and new scans both go through here."""
+    return resize_linear(image, SIZE), Restore.whole(image.shape)
+
+
 def prepare_case(item: dict) -> dict:
     cid = item["key"]
     img_path, lab_path = (Path(p) for p in item["inputs"])
@@ -44,7 +53,8 @@ def prepare_case(item: dict) -> dict:
     # nibabel reads (x, y, z); the authors' SimpleITK arrays are (z, y, x).
     image, label = image.transpose(2, 1, 0), label.transpose(2, 1, 0)
     old = image.shape
-    image, label = resize_volume(image, label, SIZE)
+    image, _ = prepare_image(image)
+    label = resize_label(label, SIZE)
     spacing = [z * o / n for z, o, n in zip(zooms[2::-1], old, SIZE)]
     save_case(item["npy_dir"], cid, image, label, len(LABELS))
     return {"cases": {cid: {"spacing": spacing, "domain": None, "source": str(img_path), "shape": list(SIZE)}}}
