@@ -114,6 +114,10 @@ def test_dice_at_time_takes_the_last_points_within_the_time():
     curve = [{"train_seconds": t, "dice": d} for t, d in [(1, 10.0), (2, 20.0), (3, 30.0), (4, 40.0), (9, 90.0)]]
     assert acc.dice_at_time(curve, 4.0, 3) == pytest.approx(30.0)
     assert acc.dice_at_time(curve, 0.5, 3) is None
+    one = {"threads": 1, "device": "cpu", "train_cpu_seconds": 5.0}
+    assert acc.time_key(one, one) == "train_cpu_seconds"
+    assert acc.time_key(one, {**one, "threads": 2}) == "train_seconds"
+    assert acc.time_key(one, {**one, "device": "cuda"}) == "train_seconds"
 
 
 def test_bad_names_list_the_valid_ones():

@@ -26,6 +26,7 @@ import inspect
 import json
 import math
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -270,6 +271,7 @@ def _bench_trainer_class():
         def _write_logs(self, record):
             if record["epoch"] in self.test_epochs:
                 record["train_seconds"] = float(sum(r["seconds"] for r in self.history))
+                record["train_cpu_seconds"] = float(sum(r.get("cpu_seconds", 0.0) for r in self.history))
                 record["test"] = _test_scores(self.method.predictor(), self.test_cases, self.cfg.num_classes,
                                               self.cfg.patch_size, self.test_stride, self.device)
                 self.method.train()
@@ -308,8 +310,9 @@ def run_cell(job: dict) -> dict:
     log_file.close()
 
     per_epoch = job["budget"]["iters_per_epoch"]
-    curve = [{"epoch": r["epoch"], "iteration": (r["epoch"] + 1) * per_epoch,
-              "train_seconds": r["train_seconds"], **r["test"]} for r in trainer.history if "test" in r]
+    curve = [{"epoch": r["epoch"], "iteration": (r["epoch"] + 1) * per_epoch, "train_seconds": r["train_seconds"],
+              "train_cpu_seconds": r.get("train_cpu_seconds"), **r["test"]}
+             for r in trainer.history if "test" in r]
     tail = curve[-job["last_k"]:]
     dice_c = np.mean([c["dice_per_class"] for c in tail], axis=0)
     asd_c = np.mean([c["asd_per_class"] for c in tail], axis=0)
@@ -342,6 +345,9 @@ CELL_FUNCTIONS = (epoch_iterations, budget_for, cell_config, _predict, _test_sco
 
 
 # ---------------------------------------------------------------- planning
+# Training CPU time per cell relative to supervised (measured on the ssl setting).
+RELATIVE_COST = {"supervised": 1.0, "full": 1.0, "mean_teacher": 2.2, "cps": 4.2, "uamt": 4.4, "ad": 6.1}
+
 def plan_cells(settings, methods, seeds, out: Path, iters: int, size: int, base_filters: int, device: str,
                weights: dict, log=print, table=None, defaults=None) -> list[dict]:
     table = SETTINGS if table is None else table
@@ -428,6 +434,9 @@ def run_benchmark(settings, methods, seeds, out, iters=DEFAULTS["iters"], size=D
             if why:
                 log(f"{job['setting']} {job['method']} seed {job['seed']}: {why}; rerunning")
             pending.append(job)
+    # Seed by seed (a stopped run leaves whole seeds), and within a seed the costly
+    # cells first, so that parallel workers do not end waiting on one A&D cell.
+    pending.sort(key=lambda j: (seeds.index(j["seed"]), -RELATIVE_COST.get(j["method"], 1.0)))
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     log(f"{n} cells: {n - len(pending)} cached, {len(pending)} to run "
         f"({jobs} at a time, {threads} threads each, device {device})")
@@ -479,10 +488,18 @@ def _mean_std(values):
     return float(np.mean(v)), float(np.std(v))  # population std, as the paper's Synapse table
 
 
-def dice_at_time(curve: list[dict], seconds: float, k: int) -> float | None:
+def dice_at_time(curve: list[dict], seconds: float, k: int, key: str = "train_seconds") -> float | None:
     """Mean Dice of the last ``k`` test evaluations done within ``seconds`` of training."""
-    pts = [c["dice"] for c in curve if c["train_seconds"] <= seconds * (1 + 1e-9)]
+    pts = [c["dice"] for c in curve if c[key] <= seconds * (1 + 1e-9)]
     return float(np.mean(pts[-k:])) if pts else None
+
+
+def time_key(a: dict, b: dict) -> str:
+    """Compare single-thread CPU runs by CPU seconds (the work, whatever else shared the
+    machine); anything else by wall seconds."""
+    single = all(r.get("threads") == 1 and r.get("device") == "cpu" and r.get("train_cpu_seconds")
+                 for r in (a, b))
+    return "train_cpu_seconds" if single else "train_seconds"
 
 
 def summarize(results, jobs, settings, methods, seeds, table, command="", **run) -> dict:
@@ -500,12 +517,14 @@ def summarize(results, jobs, settings, methods, seeds, table, command="", **run)
             dice_m, dice_s = _mean_std([r["dice"] for r in rs])
             asd_m, asd_s = _mean_std([r["asd"] for r in rs])
             per_class = np.mean([r["dice_per_class"] for r in rs], axis=0).tolist() if rs else []
-            eq_time, ratio = [], []
+            eq_time, ratio, clocks = [], [], set()
             for r in rs:
                 ref = sup.get(str(r["seed"]))
                 if ref is not None and ref["train_seconds"] > 0:
-                    eq_time.append(dice_at_time(r["curve"], ref["train_seconds"], last_k))
-                    ratio.append(r["train_seconds"] / ref["train_seconds"])
+                    key = time_key(r, ref)
+                    eq_time.append(dice_at_time(r["curve"], ref[key], last_k, key))
+                    ratio.append(r[key] / ref[key])
+                    clocks.add("CPU" if key == "train_cpu_seconds" else "wall")
             eq_m, eq_s = _mean_std(eq_time)
             summary[s][m] = {
                 "dice_mean": dice_m, "dice_std": dice_s, "asd_mean": asd_m, "asd_std": asd_s,
@@ -514,7 +533,8 @@ def summarize(results, jobs, settings, methods, seeds, table, command="", **run)
                 "iterations": sorted({r["iterations"] for r in rs}),
                 "train_seconds_mean": _mean_std([r["train_seconds"] for r in rs])[0],
                 "dice_at_supervised_time_mean": eq_m, "dice_at_supervised_time_std": eq_s,
-                "time_vs_supervised": _mean_std(ratio)[0],
+                "time_vs_supervised": _mean_std(ratio)[0], "time_clock": "/".join(sorted(clocks)),
+                "train_cpu_seconds_mean": _mean_std([r["train_cpu_seconds"] for r in rs])[0],
             }
     budget = {}
     for j in jobs:
@@ -582,7 +602,9 @@ def markdown_report(report: dict, table=None) -> str:
     out += rows("asd_mean", "asd_std", lower=True)
     out += ["", "## Equal time", "",
             "Dice of each run at the training time its seed's supervised run took (mean of the last "
-            f"{run['last_k']} test evaluations by then), and training time relative to supervised. "
+            f"{run['last_k']} test evaluations by then), and training time relative to supervised "
+            "(single-thread CPU runs compare CPU seconds, which do not depend on what else shared the "
+            "machine; other runs compare wall seconds). "
             "Schedules (lr, ramp-up) are set for the full run, so this view is pessimistic for the "
             "slower methods.", ""]
     lines = ["| Method | " + " | ".join(f"{c}: Dice at sup. time | time ×" for c in cols) + " |",
@@ -607,14 +629,16 @@ def markdown_report(report: dict, table=None) -> str:
                     out.append(f"| {METHOD_LABELS.get(m, m)} | " + " | ".join(f"{v:.1f}" for v in pc)
                                + f" | {np.mean(pc):.1f} |")
     out += ["", "## Budget", "", "| Setting | task(s) | iterations | epochs × it/epoch | ramp-up epochs | patch "
-            "| train s per cell (mean over seeds) |", "|---|---|---|---|---|---|---|"]
+            "| train s per cell, wall (CPU), mean over seeds |", "|---|---|---|---|---|---|---|"]
     for s in settings:
         tasks = report["budget"].get(s, {})
         b = next(iter(tasks.values()), None)
         if b is None:
             continue
-        secs = ", ".join(f"{m} {summary[s][m]['train_seconds_mean']:.0f}" for m in methods
-                         if summary[s][m]["train_seconds_mean"] is not None)
+        secs = ", ".join(f"{m} {summary[s][m]['train_seconds_mean']:.0f}"
+                         + (f" ({summary[s][m]['train_cpu_seconds_mean']:.0f} CPU)"
+                            if summary[s][m]["train_cpu_seconds_mean"] else "")
+                         for m in methods if summary[s][m]["train_seconds_mean"] is not None)
         out.append(f"| {report['columns'][s]} | {', '.join(sorted(tasks))} | {b['iterations']} | "
                    f"{b['epochs']} × {b['iters_per_epoch']} | {b['rampup_epochs']} | "
                    f"{'×'.join(map(str, b['patch_size']))} | {secs} |")
@@ -665,11 +689,11 @@ def plot_results(report: dict, out: Path, table=None) -> None:
     for ax, s in zip(axes[0], settings):
         for i, m in enumerate(methods):
             for seed, r in sorted(report["cells"].get(s, {}).get(m, {}).items()):
-                c = r["curve"]
-                ax.plot([p["train_seconds"] for p in c], [p["dice"] for p in c], color=cmap(i), lw=1,
+                c, key = r["curve"], time_key(r, r)
+                ax.plot([p[key] for p in c], [p["dice"] for p in c], color=cmap(i), lw=1,
                         label=METHOD_LABELS.get(m, m) if seed == str(report["seeds"][0]) else None)
         ax.set_title(report["columns"][s], fontsize=9)
-        ax.set_xlabel("training seconds")
+        ax.set_xlabel("training seconds (CPU for 1-thread CPU runs, else wall)")
         ax.set_xscale("log")
         ax.set_ylim(0, 100)
     axes[0][0].set_ylabel("test Dice (%)")
@@ -685,8 +709,7 @@ def main_accuracy(args) -> int:
     methods = parse_names(args.methods, list(METHODS), "methods")
     seeds = parse_seeds(args.seeds)
     weights = parse_weights(args.weights)
-    command = "genericssl bench accuracy " + " ".join(a for a in sys.argv[3:]) if len(sys.argv) > 3 else \
-        "genericssl bench accuracy"
+    command = shlex.join(["genericssl", "bench", "accuracy", *sys.argv[3:]])
     run_benchmark(settings, methods, seeds, args.out, iters=args.iters, size=args.size,
                   base_filters=args.base_filters, device=args.device, jobs=args.jobs, threads=args.threads,
                   weights=weights,
