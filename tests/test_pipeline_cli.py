@@ -16,7 +16,7 @@ def test_demo_end_to_end_tiny(tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert set(res["methods"]) == {"ad", "supervised"}
     for r in res["methods"].values():
-        assert len(r["per_class_dice"]) == 3 and 0 <= r["mean_dice"] <= 100
+        assert len(r["per_class_dice"]) == 3 and 0 <= r["mean_dice"] <= 1
         assert r["iterations"] == 4
     for png in ("overlays.png", "curves.png"):
         assert (out / png).stat().st_size > 5000
