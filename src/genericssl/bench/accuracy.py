@@ -175,8 +175,13 @@ def epoch_iterations(task: dict, splits: dict, batch_size: int) -> int:
 
 
 def budget_for(task: dict, splits: dict, iters: int, batch_size: int, rampup_fraction: float,
-               test_points: int) -> dict:
-    """Epochs, iterations per epoch, ramp-up and test epochs shared by every method of a task."""
+               test_points: int, last_k: int = DEFAULTS["last_k"]) -> dict:
+    """Epochs, iterations per epoch, ramp-up and test epochs shared by every method of a task.
+
+    Tests: about ``test_points`` spread over the run (the curve), plus the last
+    ``last_k`` epochs spaced by ~1/30 of the run, whose mean is the reported Dice
+    (close to the end, since the runs are still improving there).
+    """
     natural = epoch_iterations(task, splits, batch_size)
     if natural < 1:
         raise UserError(f"task {task['name']}: fewer cases than one batch of {batch_size}")
@@ -184,7 +189,9 @@ def budget_for(task: dict, splits: dict, iters: int, batch_size: int, rampup_fra
     epochs = max(1, round(iters / per_epoch))
     max_epoch = epochs - 1  # epochs run 0..max_epoch inclusive
     every = max(1, round(epochs / max(1, test_points)))
-    test_epochs = sorted({e for e in range(max_epoch, -1, -every)})
+    gap = max(1, round(epochs / 30))
+    tail = {max_epoch - k * gap for k in range(last_k)}
+    test_epochs = sorted({e for e in range(max_epoch, -1, -every)} | {e for e in tail if e >= 0})
     return {"iters_per_epoch": per_epoch, "epochs": epochs, "max_epoch": max_epoch,
             "iterations": epochs * per_epoch, "rampup_epochs": max(1, round(epochs * rampup_fraction)),
             "test_every": every, "test_epochs": test_epochs}
@@ -346,7 +353,7 @@ CELL_FUNCTIONS = (epoch_iterations, budget_for, cell_config, _predict, _test_sco
 
 # ---------------------------------------------------------------- planning
 # Training CPU time per cell relative to supervised (measured on the ssl setting).
-RELATIVE_COST = {"supervised": 1.0, "full": 1.0, "mean_teacher": 2.2, "cps": 4.2, "uamt": 4.4, "ad": 6.1}
+RELATIVE_COST = {"supervised": 1.0, "full": 1.0, "mean_teacher": 2.0, "cps": 3.4, "uamt": 3.6, "ad": 5.9}
 
 def plan_cells(settings, methods, seeds, out: Path, iters: int, size: int, base_filters: int, device: str,
                weights: dict, log=print, table=None, defaults=None) -> list[dict]:
@@ -361,7 +368,7 @@ def plan_cells(settings, methods, seeds, out: Path, iters: int, size: int, base_
             task_name = setting.task_for_seed(list(summary["tasks"]), seed)
             task = summary["tasks"][task_name]
             budget = budget_for(task, summary["splits"], iters, d["batch_size"], d["rampup_fraction"],
-                                d["test_points"])
+                                d["test_points"], d["last_k"])
             for method in methods:
                 cfg = cell_config(task, method, seed, budget, base_filters, d["batch_size"], d["lr"], weights)
                 key = _hash_json({"code": code, "setting": name, "method": method, "seed": seed,

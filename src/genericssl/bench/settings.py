@@ -71,7 +71,12 @@ DEFAULTS = {
     "lr": 0.01,
     "rampup_fraction": 1 / 3,  # the unlabeled weight ramps up over the first third of the epochs
     "data_seed": 0,          # the data of a setting is the same for every training seed
-    "test_points": 15,       # about this many test evaluations spread over training (the curve)
-    "last_k": 3,             # the reported Dice: mean of the last k test evaluations
-    "stride": 16,            # sliding-window stride on every axis at test time
+    "test_points": 8,        # about this many test evaluations spread over training (the curve)
+    "last_k": 3,             # the reported Dice: mean of the last k test evaluations (near the end)
+    # Sliding-window stride on every axis at test time: 75 % overlap of the 32^3
+    # windows (the paper's 16/4 strides on its larger patches overlap 86-95 %).
+    # With stride 16 every window sits at an extreme of the training crops'
+    # positions and the small structures' Dice fell by up to 35 points (A&D on
+    # ssl: 52.7 at stride 16, 70.1 at 8, 74.3 at 4; supervised 78.5, 82.5, 83.0).
+    "stride": 8,
 }
