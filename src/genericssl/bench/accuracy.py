@@ -692,7 +692,7 @@ def plot_results(report: dict, out: Path, table=None) -> None:
         fig.savefig(out / "ibssl_per_class.png", dpi=110)
         plt.close(fig)
 
-    fig, axes = plt.subplots(1, len(settings), figsize=(4 * len(settings), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(settings), figsize=(max(5.5, 4 * len(settings)), 3.6), squeeze=False)
     for ax, s in zip(axes[0], settings):
         for i, m in enumerate(methods):
             for seed, r in sorted(report["cells"].get(s, {}).get(m, {}).items()):
@@ -700,7 +700,7 @@ def plot_results(report: dict, out: Path, table=None) -> None:
                 ax.plot([p[key] for p in c], [p["dice"] for p in c], color=cmap(i), lw=1,
                         label=METHOD_LABELS.get(m, m) if seed == str(report["seeds"][0]) else None)
         ax.set_title(report["columns"][s], fontsize=9)
-        ax.set_xlabel("training seconds (CPU for 1-thread CPU runs, else wall)")
+        ax.set_xlabel("training seconds (CPU if 1 thread)")
         ax.set_xscale("log")
         ax.set_ylim(0, 100)
     axes[0][0].set_ylabel("test Dice (%)")
