@@ -17,14 +17,7 @@ from genericssl.training import Trainer
 C = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors gain nothing from a second thread, and when the two cores are
-    # shared a second oneDNN thread spin-waits: these tests ran 5x slower with it.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_cfg(**kw):

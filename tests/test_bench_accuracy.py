@@ -12,13 +12,7 @@ from genericssl.training import Trainer
 TINY = dict(iters=2, size=16, base_filters=4, threads=1, device="cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # See test_baselines: a second thread only spin-waits on shared cores.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
