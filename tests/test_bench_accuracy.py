@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import torch
 
 from genericssl import cli
 from genericssl.bench import accuracy as acc
