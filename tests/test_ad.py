@@ -135,6 +135,27 @@ def test_train_step_runs_the_14_encoder_passes_in_train_mode():
     assert set(logs) >= {"loss_deno", "loss_diff", "loss_u", "class_weights"}
 
 
+def test_eval_mode_sampler_keeps_sampling_out_of_the_running_statistics():
+    torch.manual_seed(0)
+    m = get_method("ad")(tiny_cfg(sampler_eval_mode=True), "cpu")
+    m.train()
+    bn = m.model.encoder.block_two.ops[0].norm
+    n0, mean0 = int(bn.num_batches_tracked), bn.running_mean.clone()
+    bl, bu = batches()
+    x_u = bu["image"]
+    m.pseudo_labels(x_u)
+    # the 10 sampling passes leave the statistics alone; the D_psi pass updates them
+    assert int(bn.num_batches_tracked) - n0 == 1
+    assert m.model.training  # back in train mode for the passes with gradients
+    sampled = []
+    real_sample = m.model.sample
+    m.model.sample = lambda image, diffusion=None: sampled.append(m.model.training) or real_sample(image, diffusion)
+    n1 = int(bn.num_batches_tracked)
+    loss, _ = m.train_step(bl, bu)
+    assert sampled == [False] and int(bn.num_batches_tracked) - n1 == 4
+    assert torch.isfinite(loss) and not torch.equal(bn.running_mean, mean0)
+
+
 def test_unsup_weight_schedule():
     cfg = tiny_cfg(max_epoch=10, unsup_weight=2.0)
     m = get_method("ad")(cfg, "cpu")

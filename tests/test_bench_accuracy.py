@@ -105,6 +105,18 @@ def test_budget_is_shared_and_ramps_over_a_third():
     assert ad["rampup_epochs"] == full["rampup_epochs"] and ad["unsup_weight"] == 10.0
 
 
+def test_variant_is_its_method_with_its_overrides_and_a_cache_key_of_its_own(tmp_path):
+    jobs = acc.plan_cells(["ssl"], ["ad", "ad_eval_sampler"], [0], tmp_path, 2, 16, 4, "cpu", acc.UNSUP_WEIGHTS,
+                          log=lambda *_: None)
+    ad, var = jobs
+    assert var["cfg"]["method"] == "ad" and var["cfg"]["sampler_eval_mode"] is True
+    assert "sampler_eval_mode" not in ad["cfg"] and var["cfg"]["unsup_weight"] == ad["cfg"]["unsup_weight"]
+    assert var["key"] != ad["key"] and var["cell_path"] != ad["cell_path"]
+    assert {k: v for k, v in var["cfg"].items() if k not in ("sampler_eval_mode", "name")} == \
+        {k: v for k, v in ad["cfg"].items() if k != "name"}
+    assert "ad_eval_sampler" in acc.ALL_METHODS and acc.ALL_METHODS[-1] == "full"
+
+
 def test_dice_at_time_takes_the_last_points_within_the_time():
     curve = [{"train_seconds": t, "dice": d} for t, d in [(1, 10.0), (2, 20.0), (3, 30.0), (4, 40.0), (9, 90.0)]]
     assert acc.dice_at_time(curve, 4.0, 3) == pytest.approx(30.0)

@@ -38,6 +38,18 @@ from .. import __version__
 from ..errors import UserError
 from .settings import DEFAULTS, METHOD_LABELS, METHODS, SETTINGS, UNSUP_WEIGHTS, BenchSetting
 
+# Variants: a method with a few TaskConfig fields changed, reported as a row of its
+# own. The overrides go into the cell's config and so into its cache key; the
+# method's own cells keep theirs.
+#   ad_eval_sampler: A&D sampling its pseudo labels in eval mode (METHOD.md's
+#   optional departure), so that the 10 no-gradient denoising passes per
+#   iteration stop dominating the encoder's BatchNorm running statistics that
+#   D_theta is tested with (docs/benchmark.md has the diagnosis).
+VARIANTS = {"ad_eval_sampler": ("ad", {"sampler_eval_mode": True})}
+VARIANT_LABELS = {"ad_eval_sampler": "A&D, eval-mode sampler"}
+ALL_METHODS = METHODS[:-1] + tuple(VARIANTS) + METHODS[-1:]  # the reference row stays last
+LABELS = {**METHOD_LABELS, **VARIANT_LABELS}
+
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # Sources a cell's numbers depend on (relative to the package). The benchmark's
 # own report code is hashed by function (see ``CELL_FUNCTIONS``) so that a change
@@ -50,9 +62,10 @@ CODE_FILES = ("methods/*.py", "models/*.py", "data/*.py", "losses.py", "diffusio
 def add_accuracy_arguments(p) -> None:
     p.add_argument("--settings", default=",".join(SETTINGS),
                    help=f"comma-separated settings (default all: {','.join(SETTINGS)})")
-    p.add_argument("--methods", default=",".join(METHODS),
-                   help=f"comma-separated methods (default all: {','.join(METHODS)}); 'full' is the "
-                        f"supervised method trained with every training case labeled")
+    p.add_argument("--methods", default=",".join(ALL_METHODS),
+                   help=f"comma-separated methods (default all: {','.join(ALL_METHODS)}); 'full' is the "
+                        f"supervised method trained with every training case labeled; "
+                        f"{', '.join(VARIANTS)}: " + "; ".join(f"{k} is {b} with {o}" for k, (b, o) in VARIANTS.items()))
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default 0,1,2)")
     p.add_argument("--out", default="bench_accuracy", help="output and cache folder (default bench_accuracy)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
@@ -353,7 +366,8 @@ CELL_FUNCTIONS = (epoch_iterations, budget_for, cell_config, _predict, _test_sco
 
 # ---------------------------------------------------------------- planning
 # Training CPU time per cell relative to supervised (measured on the ssl setting).
-RELATIVE_COST = {"supervised": 1.0, "full": 1.0, "mean_teacher": 2.0, "cps": 3.4, "uamt": 3.6, "ad": 5.9}
+RELATIVE_COST = {"supervised": 1.0, "full": 1.0, "mean_teacher": 2.0, "cps": 3.4, "uamt": 3.6, "ad": 5.9,
+                 "ad_eval_sampler": 5.9}
 
 def plan_cells(settings, methods, seeds, out: Path, iters: int, size: int, base_filters: int, device: str,
                weights: dict, log=print, table=None, defaults=None) -> list[dict]:
@@ -370,7 +384,10 @@ def plan_cells(settings, methods, seeds, out: Path, iters: int, size: int, base_
             budget = budget_for(task, summary["splits"], iters, d["batch_size"], d["rampup_fraction"],
                                 d["test_points"], d["last_k"])
             for method in methods:
-                cfg = cell_config(task, method, seed, budget, base_filters, d["batch_size"], d["lr"], weights)
+                base, overrides = VARIANTS.get(method, (method, {}))
+                cfg = cell_config(task, base, seed, budget, base_filters, d["batch_size"], d["lr"], weights)
+                if overrides:
+                    cfg.update(overrides, name=f"{task['name']}_{method}_s{seed}")
                 key = _hash_json({"code": code, "setting": name, "method": method, "seed": seed,
                                   "task": task_name, "spec": summary["spec"], "budget": budget,
                                   "cfg": {k: v for k, v in cfg.items() if k != "data_dir"},
@@ -587,7 +604,7 @@ def markdown_report(report: dict, table=None) -> str:
                 if m != "full" and best(s, key, lower) == m and e[key] is not None:
                     txt = f"**{txt}**"
                 cells.append(txt)
-            label = METHOD_LABELS.get(m, m) + (" *(reference)*" if m == "full" else "")
+            label = LABELS.get(m, m) + (" *(reference)*" if m == "full" else "")
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         return lines
 
@@ -622,7 +639,7 @@ def markdown_report(report: dict, table=None) -> str:
             e = summary[s][m]
             cells.append(_fmt(e["dice_at_supervised_time_mean"], e["dice_at_supervised_time_std"]))
             cells.append("—" if e["time_vs_supervised"] is None else f"{e['time_vs_supervised']:.1f}")
-        lines.append(f"| {METHOD_LABELS.get(m, m)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
     out += lines
     if "ibssl" in settings:
         k = max((len(summary["ibssl"][m]["dice_per_class_mean"]) for m in methods), default=0)
@@ -633,7 +650,7 @@ def markdown_report(report: dict, table=None) -> str:
             for m in methods:
                 pc = summary["ibssl"][m]["dice_per_class_mean"]
                 if pc:
-                    out.append(f"| {METHOD_LABELS.get(m, m)} | " + " | ".join(f"{v:.1f}" for v in pc)
+                    out.append(f"| {LABELS.get(m, m)} | " + " | ".join(f"{v:.1f}" for v in pc)
                                + f" | {np.mean(pc):.1f} |")
     out += ["", "## Budget", "", "| Setting | task(s) | iterations | epochs × it/epoch | ramp-up epochs | patch "
             "| train s per cell, wall (CPU), mean over seeds |", "|---|---|---|---|---|---|---|"]
@@ -664,7 +681,7 @@ def plot_results(report: dict, out: Path, table=None) -> None:
         xs = [k + (i - (len(methods) - 1) / 2) * width for k in range(len(settings))]
         ys = [summary[s][m]["dice_mean"] or 0.0 for s in settings]
         es = [summary[s][m]["dice_std"] or 0.0 for s in settings]
-        ax.bar(xs, ys, width, yerr=es, capsize=2, color=cmap(i), label=METHOD_LABELS.get(m, m),
+        ax.bar(xs, ys, width, yerr=es, capsize=2, color=cmap(i), label=LABELS.get(m, m),
                hatch="//" if m == "full" else None, alpha=0.6 if m == "full" else 1.0)
     ax.set_xticks(range(len(settings)))
     ax.set_xticklabels([report["columns"][s] for s in settings], fontsize=8)
@@ -681,7 +698,7 @@ def plot_results(report: dict, out: Path, table=None) -> None:
         for i, m in enumerate(methods):
             pc = summary["ibssl"][m]["dice_per_class_mean"]
             if pc:
-                ax.plot(range(1, len(pc) + 1), pc, marker="o", color=cmap(i), label=METHOD_LABELS.get(m, m),
+                ax.plot(range(1, len(pc) + 1), pc, marker="o", color=cmap(i), label=LABELS.get(m, m),
                         linestyle="--" if m == "full" else "-")
         ax.set_xlabel("foreground class (largest to smallest)")
         ax.set_ylabel("test Dice (%)")
@@ -698,7 +715,7 @@ def plot_results(report: dict, out: Path, table=None) -> None:
             for seed, r in sorted(report["cells"].get(s, {}).get(m, {}).items()):
                 c, key = r["curve"], time_key(r, r)
                 ax.plot([p[key] for p in c], [p["dice"] for p in c], color=cmap(i), lw=1,
-                        label=METHOD_LABELS.get(m, m) if seed == str(report["seeds"][0]) else None)
+                        label=LABELS.get(m, m) if seed == str(report["seeds"][0]) else None)
         ax.set_title(report["columns"][s], fontsize=9)
         ax.set_xlabel("training seconds (CPU if 1 thread)")
         ax.set_xscale("log")
@@ -713,7 +730,7 @@ def plot_results(report: dict, out: Path, table=None) -> None:
 # ---------------------------------------------------------------- entry point
 def main_accuracy(args) -> int:
     settings = parse_names(args.settings, list(SETTINGS), "settings")
-    methods = parse_names(args.methods, list(METHODS), "methods")
+    methods = parse_names(args.methods, list(ALL_METHODS), "methods")
     seeds = parse_seeds(args.seeds)
     weights = parse_weights(args.weights)
     command = shlex.join(["genericssl", "bench", "accuracy", *sys.argv[3:]])
