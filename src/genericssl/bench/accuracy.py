@@ -64,8 +64,9 @@ def add_accuracy_arguments(p) -> None:
                    help=f"comma-separated settings (default all: {','.join(SETTINGS)})")
     p.add_argument("--methods", default=",".join(ALL_METHODS),
                    help=f"comma-separated methods (default all: {','.join(ALL_METHODS)}); 'full' is the "
-                        f"supervised method trained with every training case labeled; "
-                        f"{', '.join(VARIANTS)}: " + "; ".join(f"{k} is {b} with {o}" for k, (b, o) in VARIANTS.items()))
+                        f"supervised method trained with every training case labeled; variants: "
+                        + "; ".join(f"{k} is {b} with " + ", ".join(f"{f}={v}" for f, v in o.items())
+                                    for k, (b, o) in VARIANTS.items()))
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default 0,1,2)")
     p.add_argument("--out", default="bench_accuracy", help="output and cache folder (default bench_accuracy)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
