@@ -1,7 +1,6 @@
 """Mean Teacher, UA-MT and CPS: their pieces on hand-made tensors, then a few real steps."""
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,6 +12,7 @@ from genericssl.methods.cps import cross_pseudo_loss
 from genericssl.methods.mean_teacher import ema_factor, ema_update, softmax_mse
 from genericssl.methods.uamt import (masked_consistency, predictive_entropy, uncertainty_threshold)
 from genericssl.training import Trainer
+from prepared_data import write_spheres
 
 C = 3
 
@@ -209,22 +209,10 @@ def test_cps_two_differently_initialised_networks_both_train():
 
 
 # ------------------------------------------------------------------ through the trainer
-def write_dataset(root, n=8, size=16, seed=0):
-    rng = np.random.default_rng(seed)
-    (root / "npy").mkdir(parents=True)
-    (root / "split_txts").mkdir()
-    ids = [f"case{i:02d}" for i in range(n)]
-    z, y, x = np.mgrid[:size, :size, :size]
-    for cid in ids:
-        c = rng.integers(5, size - 5, 3)
-        r2 = (z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2
-        label = np.where(r2 < 9, 2, np.where(r2 < 25, 1, 0)).astype(np.uint8)
-        image = (label * 100.0 + rng.normal(0, 30, label.shape)).astype(np.float32)
-        np.save(root / "npy" / f"{cid}_image.npy", image)
-        np.save(root / "npy" / f"{cid}_label.npy", label)
-    for name, part in {"labeled": ids[:2], "unlabeled": ids[2:6], "eval": ids[6:], "test": ids[6:]}.items():
-        (root / "split_txts" / f"{name}.txt").write_text("".join(i + "\n" for i in part))
-    return root
+def write_dataset(root):
+    """Two nested classes (shells of radius 5 and 3); eval and test are the same 2 cases."""
+    return write_spheres(root, n=8, size=16, radii=(5, 3), margin=5,
+                         splits={"labeled": 2, "unlabeled": 4, "eval": None, "test": "eval"})
 
 
 @pytest.mark.parametrize("method", ["mean_teacher", "uamt", "cps"])

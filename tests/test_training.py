@@ -1,6 +1,5 @@
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -8,24 +7,12 @@ from genericssl.checkpoint import load_checkpoint
 from genericssl.config import TaskConfig, apply_overrides
 from genericssl.errors import UserError
 from genericssl.training import Trainer, poly_lr
+from prepared_data import write_spheres
 
 
 def write_dataset(root, n=10, size=20, seed=0):
-    """Bright spheres in noise, in the prepared layout (npy + split lists)."""
-    rng = np.random.default_rng(seed)
-    (root / "npy").mkdir(parents=True)
-    (root / "split_txts").mkdir()
-    ids = [f"case{i:02d}" for i in range(n)]
-    z, y, x = np.mgrid[:size, :size, :size]
-    for cid in ids:
-        c = rng.integers(7, size - 7, 3)
-        label = (((z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2) < 25).astype(np.uint8)
-        image = (label * 100.0 + rng.normal(0, 30, label.shape)).astype(np.float32)
-        np.save(root / "npy" / f"{cid}_image.npy", image)
-        np.save(root / "npy" / f"{cid}_label.npy", label)
-    for name, part in {"labeled": ids[:2], "unlabeled": ids[2:6], "eval": ids[6:8], "test": ids[8:]}.items():
-        (root / "split_txts" / f"{name}.txt").write_text("".join(i + "\n" for i in part))
-    return root
+    """Bright spheres in noise: 2 labeled, 4 unlabeled, 2 eval, 2 test cases."""
+    return write_spheres(root, n=n, size=size, seed=seed)
 
 
 @pytest.fixture
