@@ -57,6 +57,21 @@ def test_second_run_uses_the_cache(first_run):
     assert again["summary"]["ssl"]["supervised"]["dice_mean"] == report["summary"]["ssl"]["supervised"]["dice_mean"]
 
 
+def test_report_only_trains_nothing_and_names_the_missing_cells(first_run, monkeypatch):
+    out, report, _ = first_run
+    monkeypatch.setattr(acc, "run_cell", lambda job: pytest.fail("--report-only must not train"))
+    lines = []
+    partial = acc.run_benchmark(["ssl"], ["supervised", "uamt"], [0], out, log=lines.append, report_only=True,
+                                **TINY)
+    assert any("1 of 2 cells finished" in line for line in lines)
+    assert partial["missing_cells"] == ["ssl/uamt/seed0"]
+    assert partial["summary"]["ssl"]["uamt"]["dice_mean"] is None
+    assert partial["summary"]["ssl"]["supervised"]["dice_mean"] == report["summary"]["ssl"]["supervised"]["dice_mean"]
+    md = (out / "results.md").read_text()
+    assert "**incomplete**: 1 of 2 cells finished" in md and "ssl/uamt/seed0" in md
+    assert not (out / "cells" / "ssl" / "uamt").exists()
+
+
 def test_other_code_version_is_rerun_not_mixed(first_run, monkeypatch):
     out, _, _ = first_run
     real = acc.code_version()

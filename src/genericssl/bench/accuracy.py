@@ -80,6 +80,8 @@ def add_accuracy_arguments(p) -> None:
                    help=f"synthetic volume edge in voxels (default {DEFAULTS['size']}; patch 32^3 from 48)")
     p.add_argument("--base-filters", type=int, default=DEFAULTS["base_filters"],
                    help=f"V-Net base filters (default {DEFAULTS['base_filters']})")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the report from the cells finished so far (say which are missing)")
     p.add_argument("--weights", default="",
                    help="override maximum unlabeled-loss weights, e.g. mean_teacher=10,cps=10 "
                         f"(defaults: {', '.join(f'{k}={v:g}' for k, v in UNSUP_WEIGHTS.items())})")
@@ -428,8 +430,11 @@ def _cell_line(i: int, n: int, r: dict, note: str = "") -> str:
 
 def run_benchmark(settings, methods, seeds, out, iters=DEFAULTS["iters"], size=DEFAULTS["size"],
                   base_filters=DEFAULTS["base_filters"], device="auto", jobs=1, threads=None, weights=None,
-                  log=print, table=None, defaults=None, command: str = "") -> dict:
-    """Run (or resume) the benchmark; write results.json, results.md and the plots; return the results."""
+                  log=print, table=None, defaults=None, command: str = "", report_only: bool = False) -> dict:
+    """Run (or resume) the benchmark; write results.json, results.md and the plots; return the results.
+
+    ``report_only``: train nothing and report the cells already finished (a long
+    run can be looked at while it goes on, from another shell)."""
     import torch
 
     from ..training import resolve_device
@@ -463,7 +468,11 @@ def run_benchmark(settings, methods, seeds, out, iters=DEFAULTS["iters"], size=D
     # cells first, so that parallel workers do not end waiting on one A&D cell.
     pending.sort(key=lambda j: (seeds.index(j["seed"]), -RELATIVE_COST.get(j["method"], 1.0)))
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
-    log(f"{n} cells: {n - len(pending)} cached, {len(pending)} to run "
+    missing = []
+    if report_only:
+        missing, pending = [f"{j['setting']}/{j['method']}/seed{j['seed']}" for j in pending], []
+        log(f"report only: {n - len(missing)} of {n} cells finished")
+    log(f"{n} cells: {n - len(pending) - len(missing)} cached, {len(pending)} to run "
         f"({jobs} at a time, {threads} threads each, device {device})")
     done = n - len(pending)
     if pending and jobs == 1:
@@ -492,9 +501,10 @@ def run_benchmark(settings, methods, seeds, out, iters=DEFAULTS["iters"], size=D
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         pool.shutdown()
-    ordered = [results[j["key"]] for j in all_jobs]
+    ordered = [results[j["key"]] for j in all_jobs if j["key"] in results]
     report = summarize(ordered, all_jobs, settings, methods, seeds, table, command=command,
                        iters=iters, size=size, base_filters=base_filters, weights=weights)
+    report["missing_cells"] = missing
     _write_json(out / "results.json", report)
     (out / "results.md").write_text(markdown_report(report, table))
     try:
@@ -620,8 +630,13 @@ def markdown_report(report: dict, table=None) -> str:
            f"{run['batch_size']} unlabeled, lr {run['lr']}, ramp-up over the first third of the epochs; "
            f"{run['base_filters']} base filters, {run['size']}^3 volumes",
            f"- Dice: mean of the last {run['last_k']} test evaluations of each run (sliding window), then mean "
-           f"± population std over seeds; best semi-supervised method in bold", "",
-           "## Test Dice (%), equal iterations", ""]
+           f"± population std over seeds; best semi-supervised method in bold"]
+    missing = report.get("missing_cells") or []
+    if missing:
+        total = len(missing) + sum(len(by_seed) for by_m in report["cells"].values() for by_seed in by_m.values())
+        out.append(f"- **incomplete**: {total - len(missing)} of {total} cells finished; each mean covers the "
+                   f"seeds finished for its row (missing: {', '.join(missing)})")
+    out += ["", "## Test Dice (%), equal iterations", ""]
     out += rows("dice_mean", "dice_std")
     out += ["", "## Test ASD (voxels, lower is better), equal iterations", ""]
     out += rows("asd_mean", "asd_std", lower=True)
@@ -694,7 +709,7 @@ def plot_results(report: dict, out: Path, table=None) -> None:
     fig.savefig(out / "dice_by_setting.png", dpi=110)
     plt.close(fig)
 
-    if "ibssl" in settings:
+    if "ibssl" in settings and any(summary["ibssl"][m]["dice_per_class_mean"] for m in methods):
         fig, ax = plt.subplots(figsize=(7, 3.6))
         for i, m in enumerate(methods):
             pc = summary["ibssl"][m]["dice_per_class_mean"]
@@ -711,18 +726,21 @@ def plot_results(report: dict, out: Path, table=None) -> None:
         plt.close(fig)
 
     fig, axes = plt.subplots(1, len(settings), figsize=(max(5.5, 4 * len(settings)), 3.6), squeeze=False)
+    labeled = set()  # one legend entry per method, from whichever seed is plotted first
     for ax, s in zip(axes[0], settings):
         for i, m in enumerate(methods):
             for seed, r in sorted(report["cells"].get(s, {}).get(m, {}).items()):
                 c, key = r["curve"], time_key(r, r)
                 ax.plot([p[key] for p in c], [p["dice"] for p in c], color=cmap(i), lw=1,
-                        label=LABELS.get(m, m) if seed == str(report["seeds"][0]) else None)
+                        label=None if m in labeled else LABELS.get(m, m))
+                labeled.add(m)
         ax.set_title(report["columns"][s], fontsize=9)
         ax.set_xlabel("training seconds (CPU if 1 thread)")
         ax.set_xscale("log")
         ax.set_ylim(0, 100)
     axes[0][0].set_ylabel("test Dice (%)")
-    axes[0][-1].legend(fontsize=7)
+    if labeled:
+        fig.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(out / "test_curves.png", dpi=110)
     plt.close(fig)
@@ -734,9 +752,9 @@ def main_accuracy(args) -> int:
     methods = parse_names(args.methods, list(ALL_METHODS), "methods")
     seeds = parse_seeds(args.seeds)
     weights = parse_weights(args.weights)
-    command = shlex.join(["genericssl", "bench", "accuracy", *sys.argv[3:]])
+    # The command that trains the cells, which --report-only does not.
+    command = shlex.join(["genericssl", "bench", "accuracy", *(a for a in sys.argv[3:] if a != "--report-only")])
     run_benchmark(settings, methods, seeds, args.out, iters=args.iters, size=args.size,
                   base_filters=args.base_filters, device=args.device, jobs=args.jobs, threads=args.threads,
-                  weights=weights,
-                  command=command.strip())
+                  weights=weights, command=command.strip(), report_only=args.report_only)
     return 0
