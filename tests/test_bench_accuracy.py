@@ -1,6 +1,7 @@
 """`genericssl bench accuracy` on one tiny setting: results, caching, invalidation, bad input."""
 import json
 
+import numpy as np
 import pytest
 
 from genericssl import cli
@@ -130,6 +131,35 @@ def test_variant_is_its_method_with_its_overrides_and_a_cache_key_of_its_own(tmp
     assert {k: v for k, v in var["cfg"].items() if k not in ("sampler_eval_mode", "name")} == \
         {k: v for k, v in ad["cfg"].items() if k != "name"}
     assert "ad_eval_sampler" in acc.ALL_METHODS and acc.ALL_METHODS[-1] == "full"
+
+
+def test_cell_keys_follow_the_data_bytes_not_the_generator_source(tmp_path, monkeypatch):
+    import shutil
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(acc.PACKAGE_DIR, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(acc, "PACKAGE_DIR", pkg)
+    before = acc.code_version()
+    with open(pkg / "data" / "synthetic.py", "a") as f:
+        f.write("\n# an edit of the generator\n")
+    assert acc.code_version() == before          # it reaches the key through the data it makes
+    with open(pkg / "losses.py", "a") as f:
+        f.write("\n# an edit of the training code\n")
+    assert acc.code_version() != before
+
+    monkeypatch.undo()
+    plan = lambda: acc.plan_cells(["ssl"], ["supervised"], [0], tmp_path / "out", 2, 16, 4, "cpu",
+                                  acc.UNSUP_WEIGHTS, log=lambda *_: None)
+    first = plan()[0]
+    assert plan()[0]["key"] == first["key"]
+    data_dir = next((tmp_path / "out" / "data").iterdir())
+    (data_dir / "task.yaml").write_text((data_dir / "task.yaml").read_text() + "# paths only\n")
+    assert plan()[0]["key"] == first["key"]
+    arr = next((data_dir / "npy").glob("*_image.npy"))
+    a = np.load(arr)
+    a.flat[0] += 1.0
+    np.save(arr, a)
+    assert plan()[0]["key"] != first["key"]
 
 
 def test_dice_at_time_takes_the_last_points_within_the_time():

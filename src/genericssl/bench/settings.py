@@ -40,8 +40,8 @@ SETTINGS: dict[str, BenchSetting] = {
         "6 of 30 training cases labeled"),
     "uda": BenchSetting(
         "uda", "uda", {}, "UDA (MMWHS-like)",
-        "labeled CT-like source, unlabeled MR-like target (gamma map + contrast inversion, "
-        "stronger bias, noise, blur), tested on the target"),
+        "labeled CT-like source, unlabeled MR-like target (non-monotone intensity map: one class "
+        "turns from dark to bright; stronger bias, noise, blur), tested on the target"),
     "semidg": BenchSetting(
         "semidg", "semidg", {"labeled": 0.05}, "SemiDG (M&Ms-like, 5%)",
         "four scanner profiles; 1 of 20 cases per training domain labeled, tested on the unseen "
