@@ -12,6 +12,7 @@ normalised; its label map is written as ``<id>.npy``, the name
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -38,6 +39,9 @@ def add_arguments(parser):
     g = parser.add_argument_group("model")
     g.add_argument("--task", "-t", help="the preset the checkpoint was trained with (la_0.1, synapse_0.2, ...)")
     g.add_argument("--config", help="YAML file of configuration fields (may name a preset with 'task:')")
+    g.add_argument("--data-dir", help="the prepared dataset folder, whose dataset.json gives the array axes and, "
+                                      "for a custom dataset, the orientation and resampling (default: the "
+                                      "configuration's data_dir)")
     g.add_argument("--num-classes", type=int, help="classes, background included")
     g.add_argument("--base-filters", type=int, help="filters of the first level (32 in the paper)")
     g.add_argument("--patch", "--patch-size", dest="patch", metavar="DxHxW", help="sliding-window patch size")
@@ -107,11 +111,38 @@ def _through(prepare_image, restore_label, axes: str, orientation=None) -> tuple
     return forward, backward
 
 
-def raw_preparation(cfg, axes: str, enabled: bool = True) -> RawPreparation:
-    """The preparation of ``cfg.dataset``'s training data that can run without a label."""
+def _custom_preparation(cfg, axes: str, data_dir) -> RawPreparation | None:
+    """A custom dataset's reorientation and resampling, as its dataset.json recorded them."""
+    from ..prepare import custom
+
+    path = Path(data_dir) / "dataset.json" if data_dir is not None else None
+    try:
+        recorded = json.loads(path.read_text()).get("preparation") if path and path.is_file() else None
+    except (OSError, ValueError):
+        recorded = None
+    if not isinstance(recorded, dict):
+        where = path if path is not None else "the prepared dataset"
+        return RawPreparation(
+            "axes only", *_through(custom.prepare_image, custom.restore_label, axes),
+            f"{where} records no orientation or resampling (missing, or prepared by an older genericssl): "
+            f"the scan is only reordered to the model's axes; give --data-dir the prepared folder, or re-run "
+            f"`genericssl prepare custom`")
+    orientation, resample = recorded.get("orientation"), recorded.get("resample")
+    steps = ([f"reorient to {orientation}"] if orientation else []) + \
+        ([f"resize to {'x'.join(map(str, resample))} (trilinear)"] if resample else [])
+    return RawPreparation(", ".join(steps) or "axes only",
+                          *_through(lambda image: custom.prepare_image(image, resample), custom.restore_label,
+                                    axes, orientation))
+
+
+def raw_preparation(cfg, axes: str, enabled: bool = True, data_dir=None) -> RawPreparation:
+    """The preparation of ``cfg.dataset``'s training data that can run without a label
+    (``data_dir``: the prepared folder, whose dataset.json a custom dataset's steps are read from)."""
     from ..imageio import from_array_axes, to_array_axes
     from ..prepare import la, mmwhs, mnms, synapse
 
+    if enabled and cfg.dataset == "custom":
+        return _custom_preparation(cfg, axes, data_dir)
     if not enabled or cfg.dataset not in ("synapse", "mmwhs", "mnms", "la"):
         return RawPreparation("axes only", lambda data, affine: (to_array_axes(data, axes), None),
                               lambda labels, ctx: from_array_axes(labels, axes))
@@ -297,7 +328,7 @@ def main(args):
     strides = resolve_strides(args, cfg)
     model = prepare_model(model, device)
     axes = args.axes or dataset_axes(cfg.dataset, resolve_data_dir(args, cfg))
-    prep = raw_preparation(cfg, axes, enabled=not args.no_prepare)
+    prep = raw_preparation(cfg, axes, enabled=not args.no_prepare, data_dir=resolve_data_dir(args, cfg))
     pred = Predictor(model, cfg, strides, args.mode, args.batch_windows, args.authors_padding,
                      not args.no_normalize, prep, False if args.no_amp else None, not args.no_progress)
     how = (f"sliding window {'x'.join(map(str, cfg.patch_size))}, strides {'/'.join(map(str, strides))}, "

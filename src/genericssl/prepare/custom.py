@@ -249,7 +249,9 @@ def prepare(raw, out, *, seed: int = 0, splits=None, workers: int = 1, force: bo
     status = summarize(res, "custom")
     if status:
         return status
-    write_dataset_json(out, "custom", spec["num_classes"], spec["labels"], "zyx", res.cases, seed=seed)
+    # `genericssl predict` reads "preparation" to bring a new scan onto the same grid.
+    write_dataset_json(out, "custom", spec["num_classes"], spec["labels"], "zyx", res.cases, seed=seed,
+                       preparation={"orientation": spec["orientation"], "resample": spec["resample"]})
     generated = {r: [c for c in roles[r] if c in res.cases] for r in ROLES}
     write_splits(out, generated, supplied, res.cases, supplied_dir=splits, skipped_ids=[k for k, _ in res.failed])
     patch = spec["patch_size"] or default_patch([m["shape"] for m in res.cases.values()])
