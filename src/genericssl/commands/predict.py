@@ -111,7 +111,7 @@ def _through(prepare_image, restore_label, axes: str, orientation=None) -> tuple
     return forward, backward
 
 
-def _custom_preparation(cfg, axes: str, data_dir) -> RawPreparation | None:
+def _custom_preparation(axes: str, data_dir) -> RawPreparation:
     """A custom dataset's reorientation and resampling, as its dataset.json recorded them."""
     from ..prepare import custom
 
@@ -142,7 +142,7 @@ def raw_preparation(cfg, axes: str, enabled: bool = True, data_dir=None) -> RawP
     from ..prepare import la, mmwhs, mnms, synapse
 
     if enabled and cfg.dataset == "custom":
-        return _custom_preparation(cfg, axes, data_dir)
+        return _custom_preparation(axes, data_dir)
     if not enabled or cfg.dataset not in ("synapse", "mmwhs", "mnms", "la"):
         return RawPreparation("axes only", lambda data, affine: (to_array_axes(data, axes), None),
                               lambda labels, ctx: from_array_axes(labels, axes))
