@@ -162,6 +162,64 @@ def test_cell_keys_follow_the_data_bytes_not_the_generator_source(tmp_path, monk
     assert plan()[0]["key"] != first["key"]
 
 
+def test_a_setting_reaches_its_own_cells_keys_and_no_others(tmp_path):
+    import dataclasses
+
+    def keys(table, weights=acc.UNSUP_WEIGHTS):
+        jobs = acc.plan_cells(list(table), ["supervised", "ad"], [0], tmp_path, 2, 16, 4, "cpu", weights,
+                              log=lambda *_: None, table=table)
+        return {(j["setting"], j["method"]): j["key"] for j in jobs}
+
+    ssl = acc.SETTINGS["ssl"]
+    base = keys({"ssl": ssl})
+    # a new setting next to it reruns nothing of it
+    more = keys({"ssl": ssl, "ssl5": acc.SETTINGS["ssl5"]})
+    assert {k: v for k, v in more.items() if k[0] == "ssl"} == base
+    # but a change to the setting itself (its labeled fraction) or a method's weight does
+    changed = keys({"ssl": dataclasses.replace(ssl, spec_kwargs={"labeled": 0.2})})
+    assert not set(changed.values()) & set(base.values())
+    heavier = keys({"ssl": ssl}, {**acc.UNSUP_WEIGHTS, "ad": 5.0})
+    assert heavier[("ssl", "supervised")] == base[("ssl", "supervised")]
+    assert heavier[("ssl", "ad")] != base[("ssl", "ad")]
+
+
+def test_the_5_percent_ssl_setting_labels_2_of_40_cases(tmp_path):
+    job = acc.plan_cells(["ssl5"], ["supervised"], [0], tmp_path, 2, 16, 4, "cpu", acc.UNSUP_WEIGHTS,
+                         log=lambda *_: None)[0]
+    splits = tmp_path / "data"
+    split_dir = next(splits.iterdir()) / "split_txts"
+    assert len((split_dir / "labeled.txt").read_text().split()) == 2
+    assert len((split_dir / "unlabeled.txt").read_text().split()) == 38
+    assert job["task"] == "ssl_0.05"
+
+
+def _fake_cell(setting, method, seed, dice):
+    return {"setting": setting, "method": method, "seed": seed, "task": "t", "dice": dice, "asd": 1.0,
+            "dice_per_class": [dice], "iterations": 10, "train_seconds": 10.0, "train_cpu_seconds": 10.0,
+            "threads": 1, "device": "cpu", "curve": [{"train_seconds": 10.0, "train_cpu_seconds": 10.0,
+                                                      "dice": dice}]}
+
+
+def test_report_says_how_many_seeds_a_mean_covers_and_whether_ad_won():
+    dice = {("supervised", 0): 50.0, ("supervised", 1): 60.0, ("mean_teacher", 0): 70.0,
+            ("mean_teacher", 1): 60.0, ("ad", 0): 72.0, ("ad", 1): 59.0, ("cps", 0): 40.0}
+    cells = [_fake_cell("ssl", m, seed, d) for (m, seed), d in dice.items()]
+    jobs = [{"setting": "ssl", "task": "t", "last_k": 3, "code": {"package": "x", "sources": "y"},
+             "budget": {"iterations": 10, "epochs": 1, "iters_per_epoch": 10, "rampup_epochs": 1,
+                        "test_every": 1}, "cfg": {"patch_size": [8, 8, 8]}}]
+    methods = ["supervised", "mean_teacher", "cps", "ad"]
+    report = acc.summarize(cells, jobs, ["ssl"], methods, [0, 1], acc.SETTINGS, iters=10, size=16,
+                           base_filters=4, weights={})
+    report["missing_cells"] = ["ssl/cps/seed1"]
+    md = acc.markdown_report(report)
+    assert "| CPS | 40.00 (n=1) |" in md                      # one seed: no made-up spread
+    assert "65.50 ± 6.50 |" in md and "(n=2)" not in md      # the full seed count needs no note
+    (v,) = acc.verdict(report)
+    assert v["best_baseline"] == "mean_teacher" and v["gap"] == pytest.approx(0.5)
+    assert (v["seeds_won"], v["seeds_paired"]) == (1, 2)
+    assert "| +0.50 | 1 of 2 |" in md
+
+
 def test_dice_at_time_takes_the_last_points_within_the_time():
     curve = [{"train_seconds": t, "dice": d} for t, d in [(1, 10.0), (2, 20.0), (3, 30.0), (4, 40.0), (9, 90.0)]]
     assert acc.dice_at_time(curve, 4.0, 3) == pytest.approx(30.0)
@@ -173,7 +231,7 @@ def test_dice_at_time_takes_the_last_points_within_the_time():
 
 
 def test_bad_names_list_the_valid_ones():
-    with pytest.raises(UserError, match="unknown settings 'lung'; valid settings: ssl, ibssl, uda, semidg"):
+    with pytest.raises(UserError, match="unknown settings 'lung'; valid settings: ssl5, ssl, ibssl, uda, semidg"):
         acc.parse_names("ssl,lung", list(acc.SETTINGS), "settings")
     with pytest.raises(UserError, match="valid methods: supervised, mean_teacher, uamt, cps, ad, full"):
         acc.parse_names("fixmatch", list(acc.METHODS), "methods")
@@ -189,6 +247,6 @@ def test_bad_names_list_the_valid_ones():
 
 def test_cli_reports_bad_input_without_traceback(capsys):
     assert cli.main(["bench", "accuracy", "--settings", "lung"]) == 2
-    assert "valid settings: ssl, ibssl, uda, semidg" in capsys.readouterr().err
+    assert "valid settings: ssl5, ssl, ibssl, uda, semidg" in capsys.readouterr().err
     assert cli.main(["bench", "accuracy", "--seeds", ""]) == 2
     assert "seed list is empty" in capsys.readouterr().err

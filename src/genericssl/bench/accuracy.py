@@ -54,8 +54,10 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # Sources a cell's numbers depend on (relative to the package). The benchmark's
 # own report code is hashed by function (see ``CELL_FUNCTIONS``) so that a change
 # to a table or a plot does not throw away hours of finished cells.
+# bench/settings.py is not among them: what a cell takes from it (spec, data, budget,
+# config, stride) is in the cell's key itself, so a new setting reruns nothing else.
 CODE_FILES = ("methods/*.py", "models/*.py", "data/*.py", "losses.py", "diffusion.py", "training.py",
-              "config.py", "metrics.py", "inference.py", "checkpoint.py", "bench/settings.py")
+              "config.py", "metrics.py", "inference.py", "checkpoint.py")
 # The data generator enters a cell's key through the bytes of the data it made
 # (``data_fingerprint``), not its source: a change to one setting's data reruns
 # that setting's cells only.
@@ -526,6 +528,7 @@ def run_benchmark(settings, methods, seeds, out, iters=DEFAULTS["iters"], size=D
     report = summarize(ordered, all_jobs, settings, methods, seeds, table, command=command,
                        iters=iters, size=size, base_filters=base_filters, weights=weights)
     report["missing_cells"] = missing
+    report["verdict"] = verdict(report)
     _write_json(out / "results.json", report)
     (out / "results.md").write_text(markdown_report(report, table))
     try:
@@ -608,9 +611,55 @@ def summarize(results, jobs, settings, methods, seeds, table, command="", **run)
 
 
 # ---------------------------------------------------------------- report
-def _fmt(m, s, digits=2):
+def verdict(report: dict) -> list[dict]:
+    """The issue's question, per setting: is A&D (and each A&D variant) ahead of the best
+    baseline? Gives the gap of the means and the seeds on which A&D won head to head
+    (same seed, same data), which says more than a gap smaller than the spread."""
+    summary, cells, methods = report["summary"], report["cells"], report["methods"]
+    ours = [m for m in methods if VARIANTS.get(m, (m,))[0] == "ad"]
+    baselines = [m for m in methods if m not in ours and m != "full"]
+    rows = []
+    for s in report["settings"]:
+        means = {m: summary[s][m]["dice_mean"] for m in baselines if summary[s][m]["dice_mean"] is not None}
+        if not means:
+            continue
+        best = max(means, key=means.get)
+        for m in ours:
+            mine = summary[s][m]["dice_mean"]
+            if mine is None:
+                continue
+            a, b = cells.get(s, {}).get(m, {}), cells.get(s, {}).get(best, {})
+            paired = sorted(set(a) & set(b), key=int)
+            wins = sum(a[k]["dice"] > b[k]["dice"] for k in paired)
+            rows.append({"setting": s, "method": m, "dice": mine, "best_baseline": best,
+                         "best_baseline_dice": means[best], "gap": mine - means[best],
+                         "seeds_won": wins, "seeds_paired": len(paired)})
+    return rows
+
+
+def _verdict_lines(report: dict) -> list[str]:
+    rows = verdict(report)
+    if not rows:
+        return []
+    out = ["", "## Is A&D ahead of the best baseline?", "",
+           "Gap = A&D's mean Dice minus the best baseline's (supervised, Mean Teacher, UA-MT, CPS) in "
+           "that setting; seeds won = runs with the same seed and data where A&D's Dice was higher.", "",
+           "| Setting | Method | Dice | best baseline | its Dice | gap | seeds won |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {report['columns'][r['setting']]} | {LABELS.get(r['method'], r['method'])} | "
+                   f"{r['dice']:.2f} | {LABELS.get(r['best_baseline'], r['best_baseline'])} | "
+                   f"{r['best_baseline_dice']:.2f} | {r['gap']:+.2f} | {r['seeds_won']} of {r['seeds_paired']} |")
+    return out
+
+
+def _fmt(m, s, digits=2, n=None, total=None):
+    """``mean ± std``; a mean over fewer seeds than the report's says over how many
+    (a single seed has no spread to show, and "± 0.00" would claim one)."""
     if m is None:
         return "—"
+    if n is not None and total is not None and n < total:
+        spread = "" if n < 2 else f" ± {s:.{digits}f}"
+        return f"{m:.{digits}f}{spread} (n={n})"
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
@@ -619,6 +668,7 @@ def markdown_report(report: dict, table=None) -> str:
     settings, methods, summary = report["settings"], report["methods"], report["summary"]
     cols = [report["columns"][s] for s in settings]
     semi = [m for m in methods if m != "full"]
+    n_seeds = len(report["seeds"])
 
     def best(s, key, lower=False):
         vals = {m: summary[s][m][key] for m in semi if summary[s][m][key] is not None}
@@ -632,7 +682,7 @@ def markdown_report(report: dict, table=None) -> str:
             cells = []
             for s in settings:
                 e = summary[s][m]
-                txt = _fmt(e[key], e[std_key], digits)
+                txt = _fmt(e[key], e[std_key], digits, len(e["seeds"]), n_seeds)
                 if m != "full" and best(s, key, lower) == m and e[key] is not None:
                     txt = f"**{txt}**"
                 cells.append(txt)
@@ -661,6 +711,7 @@ def markdown_report(report: dict, table=None) -> str:
     out += rows("dice_mean", "dice_std")
     out += ["", "## Test ASD (voxels, lower is better), equal iterations", ""]
     out += rows("asd_mean", "asd_std", lower=True)
+    out += _verdict_lines(report)
     out += ["", "## Equal time", "",
             "Dice of each run at the training time its seed's supervised run took (mean of the last "
             f"{run['last_k']} test evaluations by then), and training time relative to supervised "
@@ -674,7 +725,8 @@ def markdown_report(report: dict, table=None) -> str:
         cells = []
         for s in settings:
             e = summary[s][m]
-            cells.append(_fmt(e["dice_at_supervised_time_mean"], e["dice_at_supervised_time_std"]))
+            cells.append(_fmt(e["dice_at_supervised_time_mean"], e["dice_at_supervised_time_std"],
+                              n=len(e["seeds"]), total=n_seeds))
             cells.append("—" if e["time_vs_supervised"] is None else f"{e['time_vs_supervised']:.1f}")
         lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
     out += lines
