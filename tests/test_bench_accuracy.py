@@ -193,6 +193,17 @@ def test_the_5_percent_ssl_setting_labels_2_of_40_cases(tmp_path):
     assert job["task"] == "ssl_0.05"
 
 
+def test_eta_scales_the_measured_pace_by_the_cost_of_what_is_left():
+    pending = [{"key": "a", "method": "supervised"}, {"key": "b", "method": "ad_eval_sampler"},
+               {"key": "c", "method": "ad"}]
+    assert acc.relative_cost("ad_eval_sampler") == acc.relative_cost("ad") > acc.relative_cost("supervised")
+    eta = acc._Eta(pending, jobs=2)
+    # one supervised cell took 600 s: two A&D cells of 5.9 units each, on 2 workers, take 5.9 * 600 s
+    assert eta.done("a", 600.0) == "about 59 min left"
+    assert eta.done("b", 5.9 * 600.0) == "about 30 min left"
+    assert eta.done("c", 1.0) == ""
+
+
 def _fake_cell(setting, method, seed, dice):
     return {"setting": setting, "method": method, "seed": seed, "task": "t", "dice": dice, "asd": 1.0,
             "dice_per_class": [dice], "iterations": 10, "train_seconds": 10.0, "train_cpu_seconds": 10.0,

@@ -391,8 +391,29 @@ CELL_FUNCTIONS = (epoch_iterations, budget_for, cell_config, _predict, _test_sco
 
 # ---------------------------------------------------------------- planning
 # Training CPU time per cell relative to supervised (measured on the ssl setting).
-RELATIVE_COST = {"supervised": 1.0, "full": 1.0, "mean_teacher": 2.0, "cps": 3.4, "uamt": 3.6, "ad": 5.9,
-                 "ad_eval_sampler": 5.9}
+RELATIVE_COST = {"supervised": 1.0, "full": 1.0, "mean_teacher": 2.0, "cps": 3.4, "uamt": 3.6, "ad": 5.9}
+
+
+def relative_cost(method: str) -> float:
+    """A variant costs what its method costs."""
+    return RELATIVE_COST.get(VARIANTS.get(method, (method,))[0], 1.0)
+
+
+class _Eta:
+    """Time left, from the cells finished in this run: wall seconds per unit of
+    ``relative_cost``, times the units still pending, over the parallel jobs."""
+
+    def __init__(self, pending: list[dict], jobs: int):
+        self.left = {j["key"]: relative_cost(j["method"]) for j in pending}
+        self.jobs, self.units, self.seconds = jobs, 0.0, 0.0
+
+    def done(self, job_key: str, wall_seconds: float) -> str:
+        self.units += self.left.pop(job_key, 0.0)
+        self.seconds += wall_seconds
+        if not self.left or self.units <= 0:
+            return ""
+        eta = self.seconds / self.units * sum(self.left.values()) / self.jobs
+        return f"about {eta / 3600:.1f} h left" if eta >= 5400 else f"about {eta / 60:.0f} min left"
 
 def plan_cells(settings, methods, seeds, out: Path, iters: int, size: int, base_filters: int, device: str,
                weights: dict, log=print, table=None, defaults=None) -> list[dict]:
@@ -489,7 +510,7 @@ def run_benchmark(settings, methods, seeds, out, iters=DEFAULTS["iters"], size=D
             pending.append(job)
     # Seed by seed (a stopped run leaves whole seeds), and within a seed the costly
     # cells first, so that parallel workers do not end waiting on one A&D cell.
-    pending.sort(key=lambda j: (seeds.index(j["seed"]), -RELATIVE_COST.get(j["method"], 1.0)))
+    pending.sort(key=lambda j: (seeds.index(j["seed"]), -relative_cost(j["method"])))
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     missing = []
     if report_only:
@@ -498,6 +519,7 @@ def run_benchmark(settings, methods, seeds, out, iters=DEFAULTS["iters"], size=D
     log(f"{n} cells: {n - len(pending) - len(missing)} cached, {len(pending)} to run "
         f"({jobs} at a time, {threads} threads each, device {device})")
     done = n - len(pending)
+    eta = _Eta(pending, jobs)
     if pending and jobs == 1:
         old_threads = torch.get_num_threads()
         try:
@@ -505,7 +527,7 @@ def run_benchmark(settings, methods, seeds, out, iters=DEFAULTS["iters"], size=D
                 r = run_cell({**job, "threads": threads})
                 results[job["key"]] = r
                 done += 1
-                log(_cell_line(done, n, r))
+                log(_cell_line(done, n, r, eta.done(job["key"], r["wall_seconds"])))
         finally:
             torch.set_num_threads(old_threads)
     elif pending:
@@ -519,7 +541,7 @@ def run_benchmark(settings, methods, seeds, out, iters=DEFAULTS["iters"], size=D
                 r = fut.result()
                 results[r["key"]] = r
                 done += 1
-                log(_cell_line(done, n, r))
+                log(_cell_line(done, n, r, eta.done(r["key"], r["wall_seconds"])))
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
