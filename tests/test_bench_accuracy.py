@@ -76,7 +76,7 @@ def test_report_only_trains_nothing_and_names_the_missing_cells(first_run, monke
 def test_other_code_version_is_rerun_not_mixed(first_run, monkeypatch):
     out, _, _ = first_run
     real = acc.code_version()
-    monkeypatch.setattr(acc, "code_version", lambda: {**real, "sources": "0" * 16})
+    monkeypatch.setattr(acc, "code_version", lambda method=None: {**real, "sources": "0" * 16})
     lines = []
     report = acc.run_benchmark(["ssl"], ["supervised"], [0], out, log=lines.append, **TINY)
     assert any("another code version" in line for line in lines)
@@ -160,6 +160,36 @@ def test_cell_keys_follow_the_data_bytes_not_the_generator_source(tmp_path, monk
     a.flat[0] += 1.0
     np.save(arr, a)
     assert plan()[0]["key"] != first["key"]
+
+
+def test_a_change_to_one_method_reruns_that_method_only(tmp_path, monkeypatch):
+    import shutil
+
+    assert acc.method_files("ad") == ["methods/__init__.py", "methods/ad.py", "methods/base.py",
+                                      "methods/difficulty.py", "methods/ramps.py"]
+    assert "methods/mean_teacher.py" in acc.method_files("uamt")   # UA-MT builds on it
+    assert acc.method_files("full") == acc.method_files("supervised")
+    pkg = tmp_path / "pkg"
+    shutil.copytree(acc.PACKAGE_DIR, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(acc, "PACKAGE_DIR", pkg)
+    names = ("supervised", "mean_teacher", "uamt", "cps", "ad", "ad_eval_sampler")
+    before = {m: acc.code_version(m) for m in names}
+    everything = acc.code_version()
+
+    def edit(rel):
+        with open(pkg / rel, "a") as f:
+            f.write("\n# an edit\n")
+        now = {m: acc.code_version(m) for m in names}
+        changed = {m for m in names if now[m] != before[m]}
+        before.update(now)
+        return changed
+
+    assert edit("methods/cps.py") == {"cps"}
+    assert edit("methods/difficulty.py") == {"ad", "ad_eval_sampler"}
+    assert edit("methods/mean_teacher.py") == {"mean_teacher", "uamt"}
+    assert edit("methods/base.py") == set(names)
+    assert edit("losses.py") == set(names)
+    assert acc.code_version() != everything
 
 
 def test_a_setting_reaches_its_own_cells_keys_and_no_others(tmp_path):

@@ -56,8 +56,11 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # to a table or a plot does not throw away hours of finished cells.
 # bench/settings.py is not among them: what a cell takes from it (spec, data, budget,
 # config, stride) is in the cell's key itself, so a new setting reruns nothing else.
-CODE_FILES = ("methods/*.py", "models/*.py", "data/*.py", "losses.py", "diffusion.py", "training.py",
+# Of methods/, a cell hashes the interface and the files of its own method (see
+# ``method_files``), so a change to one baseline reruns that baseline only.
+CODE_FILES = ("models/*.py", "data/*.py", "losses.py", "diffusion.py", "training.py",
               "config.py", "metrics.py", "inference.py", "checkpoint.py")
+SHARED_METHOD_FILES = ("methods/__init__.py", "methods/base.py", "methods/ramps.py")
 # The data generator enters a cell's key through the bytes of the data it made
 # (``data_fingerprint``), not its source: a change to one setting's data reruns
 # that setting's cells only.
@@ -139,15 +142,46 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def code_version() -> dict:
-    """Package version plus one hash over the sources that compute a cell."""
+def method_files(method: str) -> list[str]:
+    """The files of methods/ that a method's cells run: its class's modules and, transitively,
+    the modules of methods/ they take names from (A&D: ad.py, difficulty.py; UA-MT: uamt.py,
+    mean_teacher.py), plus the interface every method shares."""
+    import types
+
+    from .. import methods as methods_pkg
+
+    base = VARIANTS.get(method, (method,))[0]
+    cls = methods_pkg.get_method("supervised" if base == "full" else base)
+    prefix = methods_pkg.__name__ + "."
+    todo = [c.__module__ for c in cls.__mro__ if c.__module__.startswith(prefix)]
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for value in vars(sys.modules[name]).values():
+            dep = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
+            if isinstance(dep, str) and dep.startswith(prefix) and dep not in seen:
+                todo.append(dep)
+    own = {f"methods/{name[len(prefix):]}.py" for name in seen}
+    return sorted(own | set(SHARED_METHOD_FILES))
+
+
+def code_version(method: str | None = None) -> dict:
+    """Package version plus one hash over the sources that compute a cell of ``method``
+    (every method's sources when None)."""
     h = hashlib.sha256()
-    for pattern in CODE_FILES:
-        for path in sorted(PACKAGE_DIR.glob(pattern)):
-            if str(path.relative_to(PACKAGE_DIR)) in CODE_EXCLUDE:
-                continue
-            h.update(str(path.relative_to(PACKAGE_DIR)).encode())
-            h.update(path.read_bytes())
+    files = []
+    for pattern in CODE_FILES + (("methods/*.py",) if method is None else ()):
+        files += [str(p.relative_to(PACKAGE_DIR)) for p in sorted(PACKAGE_DIR.glob(pattern))]
+    if method is not None:
+        files += method_files(method)
+    for rel in files:
+        if rel in CODE_EXCLUDE:
+            continue
+        h.update(rel.encode())
+        h.update((PACKAGE_DIR / rel).read_bytes())
     for fn in CELL_FUNCTIONS:
         h.update(inspect.getsource(fn).encode())
     return {"package": __version__, "sources": h.hexdigest()[:16]}
@@ -419,7 +453,7 @@ def plan_cells(settings, methods, seeds, out: Path, iters: int, size: int, base_
                weights: dict, log=print, table=None, defaults=None) -> list[dict]:
     table = SETTINGS if table is None else table
     d = {**DEFAULTS, **(defaults or {})}
-    code = code_version()
+    codes = {m: code_version(m) for m in methods}
     jobs = []
     for name in settings:
         setting = table[name]
@@ -434,6 +468,7 @@ def plan_cells(settings, methods, seeds, out: Path, iters: int, size: int, base_
                 cfg = cell_config(task, base, seed, budget, base_filters, d["batch_size"], d["lr"], weights)
                 if overrides:
                     cfg.update(overrides, name=f"{task['name']}_{method}_s{seed}")
+                code = codes[method]
                 key = _hash_json({"code": code, "setting": name, "method": method, "seed": seed,
                                   "task": task_name, "spec": summary["spec"], "data": summary["data_sha"],
                                   "budget": budget,
@@ -624,7 +659,7 @@ def summarize(results, jobs, settings, methods, seeds, table, command="", **run)
         budget[j["setting"]][j["task"]]["patch_size"] = j["cfg"]["patch_size"]
     return {
         "benchmark": "genericssl bench accuracy", "synthetic_data": True, "command": command,
-        "code": jobs[0]["code"] if jobs else code_version(), "settings": list(settings), "methods": list(methods),
+        "code": code_version(), "settings": list(settings), "methods": list(methods),
         "seeds": list(seeds), "run": {**run, "batch_size": DEFAULTS["batch_size"], "lr": DEFAULTS["lr"],
                                       "last_k": last_k},
         "columns": {s: table[s].column for s in settings}, "budget": budget,
