@@ -441,9 +441,11 @@ class _Eta:
         self.left = {j["key"]: relative_cost(j["method"]) for j in pending}
         self.jobs, self.units, self.seconds = jobs, 0.0, 0.0
 
-    def done(self, job_key: str, wall_seconds: float) -> str:
-        self.units += self.left.pop(job_key, 0.0)
-        self.seconds += wall_seconds
+    def done(self, job_key: str, wall_seconds: float, resumed: bool = False) -> str:
+        units = self.left.pop(job_key, 0.0)
+        if not resumed:  # a resumed cell's wall time covers only its last part: no pace from it
+            self.units += units
+            self.seconds += wall_seconds
         if not self.left or self.units <= 0:
             return ""
         eta = self.seconds / self.units * sum(self.left.values()) / self.jobs
@@ -562,7 +564,7 @@ def run_benchmark(settings, methods, seeds, out, iters=DEFAULTS["iters"], size=D
                 r = run_cell({**job, "threads": threads})
                 results[job["key"]] = r
                 done += 1
-                log(_cell_line(done, n, r, eta.done(job["key"], r["wall_seconds"])))
+                log(_cell_line(done, n, r, eta.done(job["key"], r["wall_seconds"], r["resumed"])))
         finally:
             torch.set_num_threads(old_threads)
     elif pending:
@@ -576,7 +578,7 @@ def run_benchmark(settings, methods, seeds, out, iters=DEFAULTS["iters"], size=D
                 r = fut.result()
                 results[r["key"]] = r
                 done += 1
-                log(_cell_line(done, n, r, eta.done(r["key"], r["wall_seconds"])))
+                log(_cell_line(done, n, r, eta.done(r["key"], r["wall_seconds"], r["resumed"])))
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
