@@ -255,10 +255,16 @@ def test_report_says_how_many_seeds_a_mean_covers_and_whether_ad_won():
     md = acc.markdown_report(report)
     assert "| CPS | 40.00 (n=1) |" in md                      # one seed: no made-up spread
     assert "65.50 ± 6.50 |" in md and "(n=2)" not in md      # the full seed count needs no note
+    # CPS has seed 0 only, so A&D is judged on seed 0, where it beat Mean Teacher 72 to 70
     (v,) = acc.verdict(report)
-    assert v["best_baseline"] == "mean_teacher" and v["gap"] == pytest.approx(0.5)
-    assert (v["seeds_won"], v["seeds_paired"]) == (1, 2)
-    assert "| +0.50 | 1 of 2 |" in md
+    assert v["seeds"] == [0] and v["best_baseline"] == "mean_teacher" and v["gap"] == pytest.approx(2.0)
+    assert v["seeds_won"] == 1
+    assert "| 0 | 72.00 | Mean Teacher | 70.00 | +2.00 | 1 of 1 |" in md
+    cells.append(_fake_cell("ssl", "cps", 1, 40.0))
+    full = acc.summarize(cells, jobs, ["ssl"], methods, [0, 1], acc.SETTINGS, iters=10, size=16,
+                         base_filters=4, weights={})
+    (v,) = acc.verdict(full)
+    assert v["seeds"] == [0, 1] and v["gap"] == pytest.approx(0.5) and v["seeds_won"] == 1
 
 
 def test_dice_at_time_takes_the_last_points_within_the_time():
