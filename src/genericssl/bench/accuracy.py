@@ -1,4 +1,4 @@
-"""`genericssl bench accuracy`: every method on the four synthetic settings.
+"""`genericssl bench accuracy`: every method on the synthetic settings (bench/settings.py).
 
 For each setting (``bench/settings.py``) the synthetic data is generated once
 (the data seed is fixed per setting); then every method is trained for the same
