@@ -106,7 +106,6 @@ def test_la(tmp_path):
     np.testing.assert_array_equal(prep.backward(label, ctx), label)
 
 
-
 def test_custom_reorients_and_resamples_as_prepare_did(tmp_path):
     from genericssl.prepare.common import read_nifti
     from test_prepare_custom import AFFINE, make_raw

@@ -142,6 +142,11 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def base_method(method: str) -> str:
+    """The method a variant runs (a method is its own)."""
+    return VARIANTS.get(method, (method,))[0]
+
+
 def method_files(method: str) -> list[str]:
     """The files of methods/ that a method's cells run: its class's modules and, transitively,
     the modules of methods/ they take names from (A&D: ad.py, difficulty.py; UA-MT: uamt.py,
@@ -150,7 +155,7 @@ def method_files(method: str) -> list[str]:
 
     from .. import methods as methods_pkg
 
-    base = VARIANTS.get(method, (method,))[0]
+    base = base_method(method)
     cls = methods_pkg.get_method("supervised" if base == "full" else base)
     prefix = methods_pkg.__name__ + "."
     todo = [c.__module__ for c in cls.__mro__ if c.__module__.startswith(prefix)]
@@ -430,7 +435,7 @@ RELATIVE_COST = {"supervised": 1.0, "full": 1.0, "mean_teacher": 2.0, "cps": 3.4
 
 def relative_cost(method: str) -> float:
     """A variant costs what its method costs."""
-    return RELATIVE_COST.get(VARIANTS.get(method, (method,))[0], 1.0)
+    return RELATIVE_COST.get(base_method(method), 1.0)
 
 
 class _Eta:
@@ -587,7 +592,6 @@ def run_benchmark(settings, methods, seeds, out, iters=DEFAULTS["iters"], size=D
     report = summarize(ordered, all_jobs, settings, methods, seeds, table, command=command,
                        iters=iters, size=size, base_filters=base_filters, weights=weights)
     report["missing_cells"] = missing
-    report["verdict"] = verdict(report)
     _write_json(out / "results.json", report)
     (out / "results.md").write_text(markdown_report(report, table))
     try:
@@ -659,7 +663,7 @@ def summarize(results, jobs, settings, methods, seeds, table, command="", **run)
         budget.setdefault(j["setting"], {})[j["task"]] = {
             k: j["budget"][k] for k in ("iterations", "epochs", "iters_per_epoch", "rampup_epochs", "test_every")}
         budget[j["setting"]][j["task"]]["patch_size"] = j["cfg"]["patch_size"]
-    return {
+    report = {
         "benchmark": "genericssl bench accuracy", "synthetic_data": True, "command": command,
         "code": code_version(), "settings": list(settings), "methods": list(methods),
         "seeds": list(seeds), "run": {**run, "batch_size": DEFAULTS["batch_size"], "lr": DEFAULTS["lr"],
@@ -667,6 +671,8 @@ def summarize(results, jobs, settings, methods, seeds, table, command="", **run)
         "columns": {s: table[s].column for s in settings}, "budget": budget,
         "summary": summary, "cells": cells,
     }
+    report["verdict"] = verdict(report)
+    return report
 
 
 # ---------------------------------------------------------------- report
@@ -676,17 +682,15 @@ def verdict(report: dict) -> list[dict]:
     run must not decide it), with the gap of the means and the seeds on which A&D won
     head to head (same seed, same data), which says more than a gap inside the spread."""
     cells, methods = report["cells"], report["methods"]
-    ours = [m for m in methods if VARIANTS.get(m, (m,))[0] == "ad"]
+    ours = [m for m in methods if base_method(m) == "ad"]
     baselines = [m for m in methods if m not in ours and m != "full"]
     rows = []
-    for s in report["settings"]:
+    for s in report["settings"] if baselines else []:
         by = cells.get(s, {})
-        if not baselines or not all(by.get(b) for b in baselines):
-            continue
         for m in ours:
             seeds = set(by.get(m, {}))
             for b in baselines:
-                seeds &= set(by[b])
+                seeds &= set(by.get(b, {}))
             seeds = sorted(seeds, key=int)
             if not seeds:
                 continue
@@ -700,7 +704,7 @@ def verdict(report: dict) -> list[dict]:
 
 
 def _verdict_lines(report: dict) -> list[str]:
-    rows = verdict(report)
+    rows = report["verdict"]
     if not rows:
         return []
     out = ["", "## Is A&D ahead of the best baseline?", "",

@@ -66,10 +66,10 @@ METHOD_LABELS = {"supervised": "Supervised (labeled only)", "mean_teacher": "Mea
 # classes vs. CE on hard labels vs. DiceCE on pseudo labels). Every method
 # reaches its weight with the same sigmoid ramp over the same epochs.
 #   ad: the paper's runs (w_u = 10); mean_teacher, uamt: the UA-MT code's
-#   consistency = 0.1; cps: 0.1, the weight of the 3D CPS code of SSL4MIS (whose
-#   Kaiming/Xavier initialisation we follow). The CPS paper's 1.5 (2D natural
-#   images) collapsed every run here to the largest class: ssl seed 0 scored 47.1
-#   Dice at 1.5 and 81.9 at 0.1 (docs/benchmark.md).
+#   consistency = 0.1; cps: 0.1, the weight of the 3D CPS code of SSL4MIS. The CPS
+#   paper's 1.5 (2D natural images) collapsed every run here to the largest class:
+#   ssl seed 0 scored 47.1 Dice at 1.5 and 81.9 at 0.1 (both with SSL4MIS's
+#   Kaiming/Xavier init, which methods/cps.py has since dropped; docs/benchmark.md).
 UNSUP_WEIGHTS = {"ad": 10.0, "mean_teacher": 0.1, "uamt": 0.1, "cps": 0.1}
 
 # What every method shares (METHOD.md's optimiser, the paper's lr and EMA).

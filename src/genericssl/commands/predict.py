@@ -327,8 +327,9 @@ def main(args):
     model, cfg = load_predictor_model(args)
     strides = resolve_strides(args, cfg)
     model = prepare_model(model, device)
-    axes = args.axes or dataset_axes(cfg.dataset, resolve_data_dir(args, cfg))
-    prep = raw_preparation(cfg, axes, enabled=not args.no_prepare, data_dir=resolve_data_dir(args, cfg))
+    data_dir = resolve_data_dir(args, cfg)
+    axes = args.axes or dataset_axes(cfg.dataset, data_dir)
+    prep = raw_preparation(cfg, axes, enabled=not args.no_prepare, data_dir=data_dir)
     pred = Predictor(model, cfg, strides, args.mode, args.batch_windows, args.authors_padding,
                      not args.no_normalize, prep, False if args.no_amp else None, not args.no_progress)
     how = (f"sliding window {'x'.join(map(str, cfg.patch_size))}, strides {'/'.join(map(str, strides))}, "
