@@ -15,12 +15,15 @@ PRESETS = {
     "S": (16, 2, 2, (64, 64, 48)),
     "M": (32, 2, 2, (96, 96, 64)),
     "LA": (32, 2, 4, (112, 112, 80)),
+    # one cell of `bench accuracy` (SSL settings: background and two structures)
+    "bench": (8, 3, 2, (32, 32, 32)),
 }
 
 
 def add_train_arguments(p) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default="S",
-                   help="S: 16 filters, 2+2, 64x64x48; M: 32 filters, 2+2, 96x96x64; LA: the paper's 32, 4+4, 112x112x80")
+                   help="S: 16 filters, 2+2, 64x64x48; M: 32 filters, 2+2, 96x96x64; LA: the paper's 32, 4+4, "
+                        "112x112x80; bench: a `bench accuracy` cell, 8 filters, 3 classes, 2+2, 32^3")
     p.add_argument("--iters", type=int, default=3, help="timed iterations after one warm-up")
     p.add_argument("--method", default="ad")
     p.add_argument("--device", default="cpu")
