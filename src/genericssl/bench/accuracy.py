@@ -846,9 +846,10 @@ def plot_results(report: dict, out: Path, table=None) -> None:
     ax.set_ylabel("test Dice (%)")
     ax.set_ylim(0, 100)
     ax.set_title(f"Synthetic benchmark: mean ± std over seeds {report['seeds']}")
-    ax.legend(fontsize=7, ncol=2)
+    # below the axes: inside, it hid the tallest bars
+    ax.legend(fontsize=7, ncol=min(4, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
     fig.tight_layout()
-    fig.savefig(out / "dice_by_setting.png", dpi=110)
+    fig.savefig(out / "dice_by_setting.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
 
     if "ibssl" in settings and any(summary["ibssl"][m]["dice_per_class_mean"] for m in methods):
