@@ -64,7 +64,9 @@ def test_bad_cases_are_skipped_and_listed(tmp_path, capsys):
     write_la_case(raw, ids[3], np.ones(shape), np.zeros(shape, np.uint8))          # constant
     write_la_case(raw, ids[4], np.random.rand(*shape), np.full(shape, 3, np.uint8))  # unknown code
     write_la_case(raw, ids[5], np.random.rand(*shape), np.zeros((12, 10, 7), np.uint8))  # shape mismatch
-    assert la.prepare(raw, tmp_path / "out") == 0
+    assert la.prepare(raw, tmp_path / "out") == 1
+    assert not (tmp_path / "out" / "split_txts").exists()
+    assert la.prepare(raw, tmp_path / "out", allow_skips=True) == 0
     out = capsys.readouterr().out
     assert "skipped 6:" in out
     for cid, why in zip(ids, ("file missing", "cannot read", "NaN", "constant", "label codes [3]", "differs")):
@@ -79,7 +81,7 @@ def test_no_empty_split_lists(tmp_path):
     ids = (raw / "train.list").read_text().split()
     (raw / LA_SET / ids[1] / "mri_norm2.h5").unlink()
     with pytest.raises(UserError, match="unlabeled_0.05.*would be empty"):
-        la.prepare(raw, tmp_path / "out")
+        la.prepare(raw, tmp_path / "out", allow_skips=True)
 
 
 def test_rerun_reuses_cases_and_force_redoes_them(tmp_path, capsys):

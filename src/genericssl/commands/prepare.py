@@ -4,6 +4,11 @@ Writes OUT/npy/<id>_image.npy (float32) and <id>_label.npy (uint8), OUT/split_tx
 and OUT/dataset.json. Re-running skips finished cases (--force redoes them); every file is
 written atomically. Splits are drawn from --seed (the authors' were unseeded); --splits DIR
 replaces any of them with your own <split>.txt lists, e.g. the authors' published ones.
+
+A case that cannot be prepared (a file missing, unreadable, or not matching its partner) is
+skipped and listed with its file and the reason. Exit status 1 when any case was skipped: the
+cases that worked are kept, but dataset.json and the split lists are written only with
+--allow-skips (then the exit status is 0 and the skipped cases are left out).
 """
 from __future__ import annotations
 
@@ -54,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--splits", metavar="DIR", help="folder of <split>.txt lists that replace the generated ones")
         p.add_argument("--workers", type=_positive, default=default_workers(),
                        help=f"parallel processes (default {default_workers()})")
+        p.add_argument("--allow-skips", action="store_true",
+                       help="finish the dataset without the cases that could not be prepared (exit status 0); "
+                            "by default any skipped case leaves the split lists unwritten and exits with 1")
         if name == "mnms":
             p.add_argument("--authors-slice-range", action="store_true",
                            help="drop each frame's last labeled slice, as the authors' code does")
@@ -73,4 +81,4 @@ def main(args: argparse.Namespace) -> int:
     if args.dataset == "custom":
         extra["description"] = args.description
     return fn(args.raw, args.out, seed=args.seed, splits=args.splits, workers=args.workers, force=args.force,
-              **extra)
+              allow_skips=args.allow_skips, **extra)

@@ -7,6 +7,11 @@ A dataset module describes its work as *items* (dicts with a unique ``key``; one
 case, or one M&Ms subject that yields several frame cases) and a module-level
 function ``fn(item) -> {"cases": {id: meta}, "skipped": [[id, why], ...]}``.
 ``fn`` raises :class:`CaseError` when the whole item is unusable.
+
+Every skipped case, whatever the dataset, reaches :func:`summarize`, which lists
+it with its file and reason and decides the exit status: a dataset with skipped
+cases is finished (dataset.json, split lists) only when the user says so
+(``allow_skips``, the ``--allow-skips`` flag).
 """
 from __future__ import annotations
 
@@ -81,6 +86,17 @@ def find_nifti(folder: Path, stem: str) -> Path:
         if p.is_file():
             return p
     return Path(folder) / f"{stem}.nii.gz"
+
+
+def pair_items(images: dict, labels: dict, image_for, label_for) -> list[dict]:
+    """One item per case id found among ``images`` or ``labels`` (id -> path), sorted by id.
+
+    A case with only one of its two files still becomes an item, with the path where the
+    other was expected (``image_for(id)``, ``label_for(id)``): :func:`read_nifti` then
+    reports that file as missing, where building items from the images alone would drop
+    a case whose image is missing without a word."""
+    return [{"key": cid, "inputs": [str(images.get(cid) or image_for(cid)), str(labels.get(cid) or label_for(cid))]}
+            for cid in sorted(set(images) | set(labels))]
 
 
 def nifti_stem(name: str) -> str | None:
@@ -236,6 +252,12 @@ class Results:
     reused: int = 0
     prepared: int = 0
     seconds: float = 0.0
+    inputs: dict = field(default_factory=dict)     # item key or case id -> its item's input files
+
+    @property
+    def skipped_ids(self) -> list[str]:
+        """Every case or item left out, for the messages about split lists that name them."""
+        return [key for key, _ in self.failed + self.skipped]
 
 
 def default_workers() -> int:
@@ -296,6 +318,7 @@ def run_items(fn, items: list[dict], out: Path, *, params: dict, workers: int, f
         dup = sorted({k for k in keys if keys.count(k) > 1})
         raise UserError(f"case names occur twice: {', '.join(dup)}")
     for it in items:
+        res.inputs[it["key"]] = list(it.get("inputs", []))
         it = dict(it, npy_dir=str(npy_dir), stamp=_stamp(it))
         rec = None if force else _load_record(rec_dir / f"{it['key']}.json", params, it["stamp"], npy_dir)
         if rec is not None:
@@ -336,7 +359,9 @@ def run_items(fn, items: list[dict], out: Path, *, params: dict, workers: int, f
         rec = by_key.get(key)
         if rec is not None:
             res.cases.update(rec.get("cases", {}))
-            res.skipped.extend(tuple(s) for s in rec.get("skipped", []))
+            for cid, why in rec.get("skipped", []):
+                res.skipped.append((cid, why))
+                res.inputs.setdefault(cid, res.inputs[key])  # a frame or slice: its subject's files
     return res
 
 
@@ -416,16 +441,37 @@ def write_dataset_json(out: Path, dataset: str, num_classes: int, labels: dict, 
         "labels": {str(k): v for k, v in labels.items()}, "axes": axes, **extra, "cases": cases})
 
 
-def summarize(res: Results, what: str) -> int:
-    """Print what was prepared and what was skipped; exit status 1 only when nothing was prepared."""
+def skip_line(key: str, why: str, files=()) -> str:
+    """``key: why``, with the case's input files added when ``why`` names none of them
+    (a worker that crashed, a frame dropped for its content): every line says where to look."""
+    text = why if why.startswith(key) else f"{key}: {why}"
+    if files and not any(str(f) in why or Path(f).name in why for f in files):
+        text += f" (input: {', '.join(map(str, files))})"
+    return text
+
+
+def summarize(res: Results, what: str, allow_skips: bool = False) -> int:
+    """Print how many cases were written and each skipped case with its file and reason.
+
+    Returns the exit status, and whether the caller may finish the dataset (0): 1 when
+    nothing was prepared, or when anything was skipped without ``allow_skips``, so that a
+    dataset missing cases is never finished (and trained on) unnoticed."""
+    bad = res.failed + res.skipped
     per = f", {res.seconds / res.prepared:.2f} s per item" if res.prepared else ""
-    print(f"{what}: {len(res.cases)} cases ready ({res.prepared} items prepared in {res.seconds:.1f} s{per}, "
-          f"{res.reused} reused from an earlier run)")
-    if res.failed or res.skipped:
-        print(f"skipped {len(res.failed) + len(res.skipped)}:")
-        for key, why in res.failed + res.skipped:
-            print(f"  {why}" if why.startswith(key) else f"  {key}: {why}")
+    print(f"{what}: {len(res.cases)} cases written, {len(bad)} skipped ({res.prepared} items prepared in "
+          f"{res.seconds:.1f} s{per}, {res.reused} reused from an earlier run)")
+    if bad:
+        print(f"skipped {len(bad)}:")
+        for key, why in bad:
+            print(f"  {skip_line(key, why, res.inputs.get(key, ()))}")
     if not res.cases:
         print(f"{what}: nothing could be prepared", file=sys.stderr)
         return 1
+    if bad and not allow_skips:
+        print(f"{what}: {len(bad)} case(s) skipped (listed above), so dataset.json and the split lists were "
+              f"not written; fix or remove those files and run again (finished cases are reused), or pass "
+              f"--allow-skips to finish the dataset without them", file=sys.stderr)
+        return 1
+    if bad:
+        print(f"--allow-skips: the {len(bad)} skipped case(s) are left out of the split lists")
     return 0

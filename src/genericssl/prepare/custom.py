@@ -214,7 +214,7 @@ def _task_yaml(out: Path, spec: dict, patch, where) -> dict:
 
 
 def prepare(raw, out, *, seed: int = 0, splits=None, workers: int = 1, force: bool = False,
-            description=None) -> int:
+            allow_skips: bool = False, description=None) -> int:
     raw, out = Path(raw).absolute(), Path(out)
     if not raw.is_dir():
         raise UserError(f"--raw {raw}: no such folder")
@@ -222,10 +222,11 @@ def prepare(raw, out, *, seed: int = 0, splits=None, workers: int = 1, force: bo
     spec = check_description(desc, where)
     supplied = read_split_dir(splits)
     _task_yaml(out, spec, spec["patch_size"] or [16, 16, 16], where)  # bad training fields fail before the work
-    images = _files(_folder(raw, spec["image_dir"], ("images", "imagesTr")))
-    labels = _files(_folder(raw, spec["label_dir"], ("labels", "labelsTr")))
+    image_dir = _folder(raw, spec["image_dir"], ("images", "imagesTr"))
+    label_dir = _folder(raw, spec["label_dir"], ("labels", "labelsTr"))
+    images, labels = _files(image_dir), _files(label_dir)
     if not images:
-        raise UserError(f"{where}: no NIfTI images in {_folder(raw, spec['image_dir'], ('images', 'imagesTr'))}")
+        raise UserError(f"{where}: no NIfTI images in {image_dir}")
     roles = spec["cases"]
     listed = {c for r in ROLES for c in roles[r]}
     if not roles["unlabeled"]:
@@ -241,19 +242,23 @@ def prepare(raw, out, *, seed: int = 0, splits=None, workers: int = 1, force: bo
         if cid in labels:
             inputs.append(str(labels[cid]))
         elif cid in need_label:
-            inputs.append(str(_folder(raw, spec["label_dir"], ("labels", "labelsTr")) / f"{cid}.nii.gz"))
+            inputs.append(str(label_dir / f"{cid}.nii.gz"))
         items.append({"key": cid, "inputs": inputs, "domain": spec["domains"].get(cid), "spec": spec})
+    for cid in sorted(set(labels) - set(images)):
+        # A label whose image is missing: an item that fails on the image, so the summary names it.
+        items.append({"key": cid, "inputs": [str(image_dir / f"{cid}.nii.gz"), str(labels[cid])],
+                      "domain": spec["domains"].get(cid), "spec": spec})
     params = {"version": 1, **{k: spec[k] for k in ("num_classes", "orientation", "label_map", "resample")}}
     params["label_map"] = {str(k): v for k, v in params["label_map"].items()}  # as JSON stores it
     res = run_items(prepare_case, items, out, params=params, workers=workers, force=force, desc="custom")
-    status = summarize(res, "custom")
+    status = summarize(res, "custom", allow_skips)
     if status:
         return status
     # `genericssl predict` reads "preparation" to bring a new scan onto the same grid.
     write_dataset_json(out, "custom", spec["num_classes"], spec["labels"], "zyx", res.cases, seed=seed,
                        preparation={"orientation": spec["orientation"], "resample": spec["resample"]})
     generated = {r: [c for c in roles[r] if c in res.cases] for r in ROLES}
-    write_splits(out, generated, supplied, res.cases, supplied_dir=splits, skipped_ids=[k for k, _ in res.failed])
+    write_splits(out, generated, supplied, res.cases, supplied_dir=splits, skipped_ids=res.skipped_ids)
     patch = spec["patch_size"] or default_patch([m["shape"] for m in res.cases.values()])
     write_text(out / "task.yaml", yaml.safe_dump(_task_yaml(out, spec, patch, where), sort_keys=False))
     print(f"task config: {out / 'task.yaml'} (patch {'x'.join(map(str, patch))}); "

@@ -61,14 +61,15 @@ def prepare_case(item: dict) -> dict:
     return {"cases": {cid: {"spacing": SPACING, "domain": None, "source": str(path), "shape": list(image.shape)}}}
 
 
-def prepare(raw, out, *, seed: int = 0, splits=None, workers: int = 1, force: bool = False) -> int:
+def prepare(raw, out, *, seed: int = 0, splits=None, workers: int = 1, force: bool = False,
+            allow_skips: bool = False) -> int:
     raw, out = Path(raw).absolute(), Path(out)
     supplied = read_split_dir(splits)
     train_list, test_list = _read_list(raw, "train"), _read_list(raw, "test")
     items = [{"key": cid, "inputs": [str(raw / SET_DIR / cid / "mri_norm2.h5")]}
              for cid in dict.fromkeys(train_list + test_list)]
     res = run_items(prepare_case, items, out, params={"version": 1}, workers=workers, force=force, desc="LA")
-    status = summarize(res, "LA")
+    status = summarize(res, "LA", allow_skips)
     if status:
         return status
     write_dataset_json(out, "la", len(LABELS), LABELS, "xyz", res.cases, seed=seed)
@@ -80,7 +81,7 @@ def prepare(raw, out, *, seed: int = 0, splits=None, workers: int = 1, force: bo
         generated.update({f"labeled_{r}": labeled, f"unlabeled_{r}": unlabeled, f"eval_{r}": labeled,
                           f"heldout_eval_{r}": sorted(seeded_permutation(unlabeled, seed, f"la/heldout/{r}")[:k])})
     write_splits(out, generated, supplied, res.cases, supplied_dir=splits,
-                 skipped_ids=[key for key, _ in res.failed])
+                 skipped_ids=res.skipped_ids)
     print("note: eval_<r> equals labeled_<r> (the authors' validation); heldout_eval_<r> is a held-out "
           "alternative drawn from the unlabeled cases")
     return 0

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .common import (CaseError, Restore, as_label, check_codes, check_image, check_pair, find_nifti, read_nifti,
-                     read_split_dir, reorient, restore_label, run_items, save_case, seeded_permutation, summarize,
-                     write_dataset_json, write_splits, zoom_to)
+from .common import (CaseError, Restore, as_label, check_codes, check_image, check_pair, find_nifti, pair_items,
+                     read_nifti, read_split_dir, reorient, restore_label, run_items, save_case, seeded_permutation,
+                     summarize, write_dataset_json, write_splits, zoom_to)
 
 LABELS = {0: "background", 1: "myocardium", 2: "left atrium", 3: "left ventricle cavity", 4: "ascending aorta"}
 CODES = {205: 1, 420: 2, 500: 3, 820: 4}
@@ -86,6 +86,16 @@ def prepare_case(item: dict) -> dict:
                             "domain": cid[:2], "source": str(img_path), "shape": list(image.shape)}}}
 
 
+def _by_id(folder: Path, mod: str, kind: str) -> dict[str, Path]:
+    """<mod>_train_<n>_<kind>.nii[.gz] files of ``folder`` by case id."""
+    found = {}
+    for p in sorted(folder.glob(f"{mod}_train_*_{kind}.nii*")):
+        m = re.fullmatch(rf"({mod}_train_\d+)_{kind}\.nii(\.gz)?", p.name)
+        if m:
+            found[m.group(1)] = p
+    return found
+
+
 def _items(raw: Path) -> list[dict]:
     items = []
     for mod in ("ct", "mr"):
@@ -97,12 +107,10 @@ def _items(raw: Path) -> list[dict]:
                 images = labels = d
             else:
                 continue
-            for p in sorted(images.glob(f"{mod}_train_*_image.nii*")):
-                m = re.fullmatch(rf"({mod}_train_\d+)_image\.nii(\.gz)?", p.name)
-                if m:
-                    label = find_nifti(labels, f"{m.group(1)}_label")
-                    items.append({"key": m.group(1), "inputs": [str(p), str(label)]})
-    if not items:
+            items += pair_items(_by_id(images, mod, "image"), _by_id(labels, mod, "label"),
+                                lambda cid: find_nifti(images, f"{cid}_image"),
+                                lambda cid: find_nifti(labels, f"{cid}_label"))
+    if not any(Path(it["inputs"][0]).is_file() for it in items):
         raise UserError(f"{raw}: no MM-WHS images found; expected CT/imagesTr/ct_train_1001_image.nii.gz, "
                         f"CT/labelsTr/ct_train_1001_label.nii.gz and the same under MR/")
     return items
@@ -139,17 +147,18 @@ def make_splits(ids: list[str], seed: int) -> dict[str, list[str]]:
     return out
 
 
-def prepare(raw, out, *, seed: int = 0, splits=None, workers: int = 1, force: bool = False) -> int:
+def prepare(raw, out, *, seed: int = 0, splits=None, workers: int = 1, force: bool = False,
+            allow_skips: bool = False) -> int:
     raw, out = Path(raw).absolute(), Path(out)
     supplied = read_split_dir(splits)
     if not raw.is_dir():
         raise UserError(f"--raw {raw}: no such folder")
     res = run_items(prepare_case, _items(raw), out, params={"version": 1, "size": SIZE}, workers=workers,
                     force=force, desc="MMWHS")
-    status = summarize(res, "MMWHS")
+    status = summarize(res, "MMWHS", allow_skips)
     if status:
         return status
     write_dataset_json(out, "mmwhs", len(LABELS), LABELS, "zyx", res.cases, seed=seed)
     write_splits(out, make_splits(list(res.cases), seed), supplied, res.cases, supplied_dir=splits,
-                 skipped_ids=[key for key, _ in res.failed])
+                 skipped_ids=res.skipped_ids)
     return 0

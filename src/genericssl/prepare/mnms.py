@@ -186,30 +186,31 @@ def make_splits(cases: dict, seed: int) -> dict[str, list[str]]:
 
 
 def _prepare(raw, out, fn, name: str, axes: str, params: dict, *, seed, splits, workers, force,
-             authors_slice_range=False) -> int:
+             allow_skips=False, authors_slice_range=False) -> int:
     out = Path(out)
     supplied = read_split_dir(splits)
     items = [dict(it, authors_slice_range=authors_slice_range) for it in _items(Path(raw).absolute())]
     res = run_items(fn, items, out, params=params, workers=workers, force=force, desc=name)
-    status = summarize(res, name)
+    status = summarize(res, name, allow_skips)
     if status:
         return status
     write_dataset_json(out, "mnms", len(LABELS), LABELS, axes, res.cases, seed=seed)
     subjects = {f"{m['subject']}_sa" for m in res.cases.values()}
     write_splits(out, make_splits(res.cases, seed), supplied, res.cases,
                  subject_lists={f"vendor{v}": subjects for v in VENDORS}, supplied_dir=splits,
-                 skipped_ids=[key for key, _ in res.failed] + [key for key, _ in res.skipped])
+                 skipped_ids=res.skipped_ids)
     return 0
 
 
 def prepare(raw, out, *, seed: int = 0, splits=None, workers: int = 1, force: bool = False,
-            authors_slice_range: bool = False) -> int:
+            allow_skips: bool = False, authors_slice_range: bool = False) -> int:
     params = {"version": 1, "size": list(SIZE), "slice_range": "authors" if authors_slice_range else "inclusive"}
     return _prepare(raw, out, prepare_subject, "M&Ms", "zyx", params, seed=seed, splits=splits, workers=workers,
-                    force=force, authors_slice_range=authors_slice_range)
+                    force=force, allow_skips=allow_skips, authors_slice_range=authors_slice_range)
 
 
-def prepare_2d(raw, out, *, seed: int = 0, splits=None, workers: int = 1, force: bool = False) -> int:
+def prepare_2d(raw, out, *, seed: int = 0, splits=None, workers: int = 1, force: bool = False,
+               allow_skips: bool = False) -> int:
     params = {"version": 1, "short_side": SHORT_SIDE}
     return _prepare(raw, out, prepare_subject_2d, "M&Ms 2D", "yx", params, seed=seed, splits=splits,
-                    workers=workers, force=force)
+                    workers=workers, force=force, allow_skips=allow_skips)

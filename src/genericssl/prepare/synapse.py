@@ -15,8 +15,8 @@ from ..errors import UserError
 import numpy as np
 
 from .common import (CaseError, Restore, as_label, check_codes, check_pair, count_of, find_nifti, nifti_stem,
-                     read_nifti, read_split_dir, resize_label, resize_linear, restore_label, run_items, save_case,
-                     seeded_permutation, summarize, write_dataset_json, write_splits)
+                     pair_items, read_nifti, read_split_dir, resize_label, resize_linear, restore_label, run_items,
+                     save_case, seeded_permutation, summarize, write_dataset_json, write_splits)
 
 LABELS = {0: "background", 1: "spleen", 2: "right kidney", 3: "left kidney", 4: "gallbladder",
           5: "esophagus", 6: "liver", 7: "stomach", 8: "aorta", 9: "inferior vena cava",
@@ -73,24 +73,32 @@ def make_splits(ids: list[str], seed: int) -> dict[str, list[str]]:
             f"labeled_{LABELED_RATIO}": sorted(shuffled[:k]), f"unlabeled_{LABELED_RATIO}": sorted(shuffled[k:])}
 
 
-def prepare(raw, out, *, seed: int = 0, splits=None, workers: int = 1, force: bool = False) -> int:
+def _by_id(folder: Path, prefix: str) -> dict[str, Path]:
+    """<prefix><ID>.nii.gz files of ``folder`` by ID."""
+    found = {}
+    for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+        stem = nifti_stem(p.name)
+        if stem and stem.startswith(prefix):
+            found[stem[len(prefix):]] = p
+    return found
+
+
+def prepare(raw, out, *, seed: int = 0, splits=None, workers: int = 1, force: bool = False,
+            allow_skips: bool = False) -> int:
     raw, out = Path(raw).absolute(), Path(out)
     supplied = read_split_dir(splits)
     images, labels = _layout(raw)
-    items = []
-    for p in sorted(images.iterdir()):
-        stem = nifti_stem(p.name)
-        if stem and stem.startswith("img"):
-            cid = stem[3:]
-            items.append({"key": cid, "inputs": [str(p), str(find_nifti(labels, f"label{cid}"))]})
-    if not items:
+    image_files = _by_id(images, "img")
+    if not image_files:
         raise UserError(f"{images}: no img<ID>.nii.gz files")
+    items = pair_items(image_files, _by_id(labels, "label"), lambda cid: find_nifti(images, f"img{cid}"),
+                       lambda cid: find_nifti(labels, f"label{cid}"))
     res = run_items(prepare_case, items, out, params={"version": 1, "size": list(SIZE)}, workers=workers,
                     force=force, desc="Synapse")
-    status = summarize(res, "Synapse")
+    status = summarize(res, "Synapse", allow_skips)
     if status:
         return status
     write_dataset_json(out, "synapse", len(LABELS), LABELS, "zyx", res.cases, seed=seed)
     generated = make_splits(list(res.cases), seed)
-    write_splits(out, generated, supplied, res.cases, supplied_dir=splits, skipped_ids=[key for key, _ in res.failed])
+    write_splits(out, generated, supplied, res.cases, supplied_dir=splits, skipped_ids=res.skipped_ids)
     return 0
