@@ -120,7 +120,7 @@ def test_bad_files_are_skipped_with_a_reason_naming_the_file(tmp_path):
     assert set(reasons) == {"fourd", "corrupt", "fractional", "range", "negative", "pickled"}
     for name, words in {"fourd": "4D", "corrupt": "cannot read", "fractional": "non-integer",
                         "range": "label 5 is outside 0..1", "negative": "negative label",
-                        "pickled": "cannot read"}.items():
+                        "pickled": "holds Python objects"}.items():
         assert str(pred_dir / name) in reasons[name] and words in reasons[name], reasons[name]
     # a NIfTI with a trailing singleton axis is one volume, not 4D
     write_nifti(pred_dir / "fourd.nii.gz", pred[..., None])
@@ -261,3 +261,76 @@ def test_plots_draw_the_worst_and_best_cases(tmp_path):
     gt[2, 2, 1] = 2
     assert evaluation.pick_slice(gt, gt) == (2, 3)
     assert evaluation.pick_slice(np.zeros_like(gt), np.zeros_like(gt)) == (2, 2)
+
+
+def _evaluate_cli(capsys, *argv):
+    code = cli(["evaluate", "--no-progress", "--workers", "1", *map(str, argv)])
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err
+    return code, out.out, out.err
+
+
+def _reason_line(text, case_id):
+    return next(line.strip() for line in text.splitlines() if line.strip().startswith(f"{case_id}:"))
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("text", "is not a NumPy .npy file (it does not start with the .npy header"),
+    ("empty", "is not a NumPy .npy file (the file is empty"),
+    ("truncated", "is truncated or corrupt"),
+    ("objects", "holds Python objects"),
+    ("nan", "1 NaN or infinite value(s)"),
+])
+def test_a_bad_npy_prediction_is_named_with_its_real_problem(tmp_path, capsys, kind, words):
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    gt_dir.mkdir()
+    pred_dir.mkdir()
+    pred, gt = label_pair(2, classes=2)
+    for case_id in ("ok", "bad"):
+        np.save(gt_dir / f"{case_id}_label.npy", gt)
+    np.save(pred_dir / "ok.npy", pred)
+    bad = pred_dir / "bad.npy"
+    if kind == "text":
+        bad.write_text("0 1 1 0\n")
+    elif kind == "empty":
+        bad.write_bytes(b"")
+    elif kind == "truncated":
+        np.save(bad, pred)
+        bad.write_bytes(bad.read_bytes()[:300])
+    elif kind == "objects":
+        np.save(bad, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    else:
+        nan = pred.astype(np.float32)
+        nan[0, 0, 0] = np.nan
+        np.save(bad, nan)
+    code, out, _ = _evaluate_cli(capsys, "--pred", pred_dir, "--gt", gt_dir, "--num-classes", "2")
+    assert code == 1
+    line = _reason_line(out, "bad")
+    assert line.startswith(f"bad: {bad}")
+    assert words in line and "pickled" not in line, line
+    assert line.count("bad.npy") == 1, line
+
+
+def _run_summary(path, case_ids, dice):
+    path.write_text(json.dumps({
+        "spacing": "voxel", "cases": {i: {} for i in case_ids},
+        "mean": {"dice": [dice], "dice_avg": dice, "jaccard": [1.0], "jaccard_avg": 1.0,
+                 "hd95": [0.0], "hd95_avg": 0.0, "asd": [0.0], "asd_avg": 0.0}}))
+    return path
+
+
+def test_aggregating_runs_that_scored_different_cases_warns(tmp_path, capsys):
+    a = _run_summary(tmp_path / "a.json", ["c1", "c2", "c3"], 80.0)
+    b = _run_summary(tmp_path / "b.json", ["c1", "c2"], 70.0)
+    out = tmp_path / "agg.json"
+    code, stdout, stderr = _evaluate_cli(capsys, "--aggregate", a, b, "--json", out)
+    assert code == 0
+    warnings = [line for line in stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1
+    assert f"{a} 3" in warnings[0] and f"{b} 2" in warnings[0] and "different sets of cases" in warnings[0]
+    agg = json.loads(out.read_text())
+    assert agg["cases_per_run"] == [3, 2] and "different sets of cases" in agg["warning"]
+    # the same cases: no warning
+    b = _run_summary(tmp_path / "b.json", ["c3", "c2", "c1"], 70.0)
+    code, _, stderr = _evaluate_cli(capsys, "--aggregate", a, b, "--json", out)
+    assert code == 0 and "warning" not in stderr and "warning" not in json.loads(out.read_text())

@@ -40,6 +40,7 @@ import numpy as np
 
 from . import metrics
 from .errors import UserError
+from .imageio import load_npy
 
 PRED_SUFFIXES = (".npy", ".nii.gz", ".nii")
 GT_SUFFIXES = (".npy", ".nii.gz", ".nii")
@@ -181,10 +182,12 @@ def read_label_map(path: Path, reverse_nifti_axes: bool = False) -> tuple[np.nda
             if reverse_nifti_axes:
                 arr, spacing = arr.transpose(), spacing[::-1]
         else:
-            arr, spacing = np.load(path, allow_pickle=False), None
+            arr, spacing = load_npy(path), None
     except CaseError:
         raise
-    except Exception as e:  # a truncated gzip, a bad header, a pickled object: all "cannot read"
+    except UserError as e:  # load_npy's message names the file and the problem
+        raise CaseError(str(e)) from None
+    except Exception as e:  # a truncated gzip, a bad header: "cannot read"
         raise CaseError(f"{path}: cannot read ({type(e).__name__}: {e})") from e
     return _as_labels(np.asarray(arr), path), spacing
 
@@ -193,7 +196,10 @@ def _as_labels(arr: np.ndarray, path: Path) -> np.ndarray:
     if arr.dtype.kind == "b":
         return arr.astype(np.uint8)
     if arr.dtype.kind == "f":
-        bad = ~np.isfinite(arr) | (arr != np.round(arr))
+        nonfinite = np.count_nonzero(~np.isfinite(arr))
+        if nonfinite:
+            raise CaseError(f"{path}: {nonfinite} NaN or infinite value(s); expected a label map of class indices")
+        bad = arr != np.round(arr)
         if bad.any():
             raise CaseError(f"{path}: non-integer values (e.g. {arr[bad].flat[0].item()!r}); expected a label map")
         return arr.astype(np.int32)
@@ -388,15 +394,32 @@ def _fit_to_classes(results: dict, num_classes: int, by_id: dict, skipped: dict,
     return out
 
 
-def aggregate_runs(summaries: Sequence[dict]) -> dict:
+def case_mismatch(summaries: Sequence[dict], names: Sequence[str]) -> str | None:
+    """A warning when the runs scored different sets of cases (a case skipped in one run, another
+    test list): their mean ± std then mixes test sets. None when they agree, or when a summary
+    does not list its cases."""
+    sets = [s.get("cases") for s in summaries]
+    if any(not isinstance(c, dict) for c in sets) or len({frozenset(c) for c in sets}) <= 1:
+        return None
+    common = set.intersection(*(set(c) for c in sets))
+    counts = ", ".join(f"{n} {len(c)}" for n, c in zip(names, sets))
+    return (f"the runs scored different sets of cases ({counts}; {len(common)} scored by every run), so "
+            f"their mean ± std compares different test sets; check each run's skipped cases")
+
+
+def aggregate_runs(summaries: Sequence[dict], names: Sequence[str] | None = None) -> dict:
     """Mean ± population std over runs (folds, seeds), as the paper reports Synapse.
 
     Each run's per-class means and class averages enter once; the std is
     numpy's default (ddof=0) over the runs, as the authors' evaluate.py.
+    ``names`` label the runs in the warning (default "run 1", "run 2", ...).
     Returns ``{"runs": n, "spacing": "voxel"|"mm", "mean": {"dice": [...],
-    "dice_avg": x, ...}, "std": {same keys}}``.
+    "dice_avg": x, ...}, "std": {same keys}, "cases_per_run": [n or None, ...]}``,
+    plus ``"warning"`` when the runs scored different sets of cases.
     """
-    means = [s["mean"] for s in summaries if s.get("mean")]
+    names = list(names) if names is not None else [f"run {i + 1}" for i in range(len(summaries))]
+    scored = [(s, n) for s, n in zip(summaries, names) if s.get("mean")]
+    means = [s["mean"] for s, _ in scored]
     if not means:
         raise ValueError("no run has scores to aggregate")
     n_classes = {len(m["dice"]) for m in means}
@@ -412,6 +435,10 @@ def aggregate_runs(summaries: Sequence[dict]) -> dict:
             mean, std = values.mean(axis=0), values.std(axis=0)
             out["mean"][key] = mean.tolist() if mean.ndim else float(mean)
             out["std"][key] = std.tolist() if std.ndim else float(std)
+    out["cases_per_run"] = [len(s["cases"]) if isinstance(s.get("cases"), dict) else None for s, _ in scored]
+    warning = case_mismatch([s for s, _ in scored], [n for _, n in scored])
+    if warning:
+        out["warning"] = warning
     return out
 
 

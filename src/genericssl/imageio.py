@@ -75,6 +75,46 @@ def from_array_axes(data: np.ndarray, axes: str) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ reading
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def _npy_dtype(path: Path):
+    """The dtype an .npy header declares, or None when the header cannot be read."""
+    from numpy.lib import format as npy_format
+
+    try:
+        with open(path, "rb") as f:
+            version = npy_format.read_magic(f)
+            read = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+            return read(f)[2]
+    except Exception:  # a header this old reader cannot parse: the caller says "corrupt"
+        return None
+
+
+def load_npy(path: str | Path) -> np.ndarray:
+    """``np.load`` of a numeric array, never unpickling; a :class:`UserError` that names the
+    file and what is wrong with it. (numpy itself calls any file without the .npy header
+    "pickled (object) data", which sends the user looking for the wrong problem.)"""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(NPY_MAGIC))
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    if head != NPY_MAGIC:
+        what = "the file is empty" if not head else "it does not start with the .npy header"
+        raise UserError(f"{path} is not a NumPy .npy file ({what}: a text file or another format saved "
+                        f"under an .npy name?); write it with numpy.save") from None
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as e:  # ValueError, EOFError, OSError: a short or damaged file
+        dtype = _npy_dtype(path)
+        if dtype is not None and dtype.hasobject:
+            raise UserError(f"{path} holds Python objects (dtype {dtype}), not a numeric array; "
+                            f"save the array itself (e.g. numpy.save(path, arr.astype(numpy.uint8)))") from None
+        raise UserError(f"{path} is truncated or corrupt ({type(e).__name__}: {e}); write it again") from None
+
+
 @dataclass
 class Volume:
     """One input file. ``data`` is as stored: NIfTI (x, y, z[, t]), npy as saved."""
@@ -97,10 +137,7 @@ def read_volume(path: str | Path) -> Volume:
     if not path.is_file():
         raise UserError(f"{path} does not exist")
     if kind == "npy":
-        try:
-            data = np.load(path, allow_pickle=False)
-        except Exception as e:  # truncated, not an npy, or an object array
-            raise UserError(f"cannot read {path}: {type(e).__name__}: {e}") from None
+        data = load_npy(path)
         if not isinstance(data, np.ndarray) or not (np.issubdtype(data.dtype, np.number)
                                                     or data.dtype == bool):
             raise UserError(f"{path} does not hold a numeric array")

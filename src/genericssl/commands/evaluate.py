@@ -10,6 +10,7 @@ table says which and why), 2 when nothing could be scored.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from ..errors import UserError
@@ -109,9 +110,11 @@ def _aggregate(args, evaluation) -> int:
         if not isinstance(summaries[-1], dict) or not summaries[-1].get("mean"):
             raise UserError(f"{path}: not an evaluation summary with scores (no 'mean')")
     try:
-        agg = evaluation.aggregate_runs(summaries)
+        agg = evaluation.aggregate_runs(summaries, [str(p) for p in args.aggregate])
     except ValueError as e:
         raise UserError(f"cannot aggregate {', '.join(map(str, args.aggregate))}: {e}") from e
+    if "warning" in agg:
+        print(f"genericssl evaluate: warning: {agg['warning']}", file=sys.stderr)
     print(evaluation.format_runs_table(agg, "vox" if agg["spacing"] == "voxel" else "mm"))
     if args.json:
         evaluation.write_json(agg, args.json)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..imageio import load_npy
 
 # The authors' MMWHS release spells the folder "splits_txts"; accept it so their
 # published lists drop in unchanged.
@@ -99,10 +100,7 @@ def _load_npy(path: Path) -> np.ndarray:
     if not path.is_file():
         raise UserError(f"case file {path} does not exist; is the case id listed in a split "
                         f"but not prepared?")
-    try:
-        return np.load(path, allow_pickle=False)
-    except Exception as e:  # truncated or foreign files raise many types
-        raise UserError(f"cannot read {path} as a NumPy array: {e}") from None
+    return load_npy(path)
 
 
 def check_label(label: np.ndarray, path, num_classes: int | None) -> np.ndarray:
