@@ -185,3 +185,70 @@ def test_imageio_axes_and_label_header(tmp_path):
     with pytest.raises(UserError, match="bad.npy"):
         (tmp_path / "bad.npy").write_bytes(b"\x93NUMPY garbage")
         read_volume(tmp_path / "bad.npy")
+
+
+def _npy_inputs(folder, *names):
+    folder.mkdir()
+    for k, name in enumerate(names):
+        np.save(folder / f"{name}_image.npy", np.random.default_rng(k).random((16, 32, 32)).astype(np.float32))
+    return folder
+
+
+def _skip_line(text, name):
+    return next(line.strip() for line in text.splitlines() if line.strip().startswith(name))
+
+
+def test_a_scan_that_cannot_be_written_is_skipped_and_the_rest_written(ckpts, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from genericssl import imageio
+
+    real = imageio.write_npy
+
+    def disk_full_for_a(path, arr):
+        if path.name == "a.npy":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, arr)
+
+    monkeypatch.setattr(imageio, "write_npy", disk_full_for_a)
+    d = _npy_inputs(tmp_path / "in", "a", "b")
+    code, text = _run(capsys, "-c", ckpts / "ours.pth", "-i", d, "-o", tmp_path / "o", "--mode", "whole")
+    assert code == 1, text
+    assert (tmp_path / "o" / "b.npy").is_file() and not (tmp_path / "o" / "a.npy").exists()
+    assert "1 label map(s)" in text
+    assert _skip_line(text, "a_image.npy") == (f"a_image.npy: cannot write {tmp_path / 'o' / 'a.npy'}: "
+                                               f"No space left on device")
+    assert "Traceback" not in text
+
+
+def test_an_output_path_that_is_a_folder_skips_only_that_scan(ckpts, tmp_path, capsys):
+    d = _npy_inputs(tmp_path / "in", "a", "b")
+    (tmp_path / "o" / "a.npy").mkdir(parents=True)  # os.replace cannot put a file there
+    code, text = _run(capsys, "-c", ckpts / "ours.pth", "-i", d, "-o", tmp_path / "o", "--mode", "whole")
+    assert code == 1, text
+    assert (tmp_path / "o" / "b.npy").is_file()
+    assert _skip_line(text, "a_image.npy").startswith(f"a_image.npy: cannot write {tmp_path / 'o' / 'a.npy'}: ")
+    assert "Traceback" not in text
+
+
+def test_an_output_folder_that_cannot_be_made_is_a_clear_error(ckpts, tmp_path, capsys):
+    d = _npy_inputs(tmp_path / "in", "a")
+    (tmp_path / "file").write_text("")
+    code, text = _run(capsys, "-c", ckpts / "ours.pth", "-i", d, "-o", tmp_path / "file" / "o", "--mode", "whole")
+    assert code == 2
+    assert f"--output {tmp_path / 'file' / 'o'}: cannot create the folder" in text
+    assert "Traceback" not in text
+
+
+def test_nan_and_non_npy_inputs_are_named_once(ckpts, tmp_path, capsys):
+    d = _npy_inputs(tmp_path / "in", "good")
+    image = np.ones((16, 32, 32), np.float32)
+    image[0, 0, 0] = np.nan
+    np.save(d / "nan_image.npy", image)
+    (d / "notes_image.npy").write_text("a text file under an .npy name\n")
+    code, text = _run(capsys, "-c", ckpts / "ours.pth", "-i", d, "-o", tmp_path / "o", "--mode", "whole")
+    assert code == 1, text
+    assert _skip_line(text, "nan_image.npy") == "nan_image.npy: the image holds NaN or infinite values"
+    line = _skip_line(text, str(d / "notes_image.npy"))
+    assert "is not a NumPy .npy file" in line and "pickled" not in line
+    assert "Traceback" not in text

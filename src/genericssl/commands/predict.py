@@ -196,6 +196,27 @@ def collect_inputs(path: Path, suffix: str) -> tuple[list[Path], list[tuple[Path
     return files, skipped
 
 
+def write_or_fail(out: Path, write) -> None:
+    """Run ``write``; an OSError (a full disk, an unwritable folder) becomes a UserError naming
+    ``out``, so that one scan that cannot be written is skipped like one that cannot be read."""
+    try:
+        write()
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
+
+
+def make_output_dir(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file of that name, no permission, a read-only disk
+        raise UserError(f"--output {folder}: cannot create the folder: {e.strerror or e}") from None
+
+
+def skip_line(path: Path, why: str) -> str:
+    """``name: why``, unless ``why`` already starts with the name or names the file in full."""
+    return why if why.startswith(path.name) or str(path) in why else f"{path.name}: {why}"
+
+
 def output_path(path: Path, out_dir: Path, suffix: str) -> Path:
     from ..imageio import kind_of, stem_of
 
@@ -242,7 +263,7 @@ class Predictor:
                 raise UserError(f"{path} is {arr.ndim}D with shape {tuple(arr.shape)}; expected a prepared "
                                 f"{'2D or 3D' if self.cfg.spatial_dims == 2 else '3D'} array")
             labels = self.segment(arr, path.name, self.authors_padding)
-            write_npy(out, labels)
+            write_or_fail(out, lambda: write_npy(out, labels))
             return f"{tuple(arr.shape)} -> {tuple(labels.shape)}"
         if self.prep.note and not self.noted:
             print(f"note: {self.prep.note}")
@@ -257,7 +278,7 @@ class Predictor:
             desc = path.name if len(frames) == 1 else f"{path.name} t={t}"
             maps.append(self.prep.backward(self.segment(arr, desc), ctx))
         labels = maps[0] if len(maps) == 1 else np.stack(maps, axis=-1)
-        write_label_nifti(out, labels, vol, self.cfg.num_classes)
+        write_or_fail(out, lambda: write_label_nifti(out, labels, vol, self.cfg.num_classes))
         return f"{tuple(vol.data.shape)} -> {out.name}"
 
 
@@ -339,7 +360,7 @@ def main(args):
     if args.authors_padding and any(f.name.endswith((".nii", ".nii.gz")) for f in files):
         print("note: --authors-padding applies to .npy inputs; NIfTI label maps are cropped to the scan's grid")
 
-    args.output.mkdir(parents=True, exist_ok=True)
+    make_output_dir(args.output)
     failed, written = [], {}
     for i, path in enumerate(files, 1):
         out = output_path(path, args.output, args.suffix)
@@ -361,7 +382,7 @@ def main(args):
     if skipped or failed:
         print(f"skipped {len(skipped) + len(failed)}:")
         for path, why in skipped + failed:
-            print(f"  {path.name}: {why}" if str(path) not in why else f"  {why}")
+            print(f"  {skip_line(path, why)}")
     if not written:
         raise UserError("no label map was written (see the skipped files above)")
     return 1 if failed else 0
