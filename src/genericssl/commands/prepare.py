@@ -1,5 +1,9 @@
 """`genericssl prepare DATASET --raw DIR --out DIR`: downloaded files -> arrays and split lists.
 
+`genericssl prepare synthetic --setting demo|ssl|ibssl|uda|semidg --out DIR` generates a dataset
+instead (the demo's or a `bench accuracy` setting's) and DIR/task.yaml, so that
+`genericssl train --config DIR/task.yaml --out RUN` trains on it.
+
 Writes OUT/npy/<id>_image.npy (float32) and <id>_label.npy (uint8), OUT/split_txts/<split>.txt
 and OUT/dataset.json. Re-running skips finished cases (--force redoes them); every file is
 written atomically. Splits are drawn from --seed (the authors' were unseeded); --splits DIR
@@ -25,6 +29,8 @@ DATASETS = {
     "mnms2d": ("mnms", "prepare_2d", "MNMS2D_data", "M&Ms 2D slices, for the mnms2d_* presets"),
     "mnms-sort": ("mnms_sort", "sort_dataset", None, "sort the released M&Ms OpenDataset into vendor folders"),
     "custom": ("custom", "prepare", None, "your own NIfTI data, described by a YAML/JSON file"),
+    "synthetic": ("synthetic", "prepare", None, "a generated synthetic dataset (the demo's or a benchmark "
+                                                "setting's) and OUT/task.yaml to train on it"),
 }
 
 
@@ -44,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="dataset", metavar="DATASET", required=True)
     for name, (_, _, out, help_text) in DATASETS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == "synthetic":
+            _add_synthetic_arguments(p)
+            continue
         p.add_argument("--raw", required=True, help="the downloaded dataset's folder")
         p.add_argument("--out", required=out is None, default=out and os.path.join(data_root, out),
                        help="output folder" + (f" (default: {out} under $GENERICSSL_DATA or the current folder, "
@@ -70,9 +79,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            help="the dataset description (default: genericssl.yaml inside --raw)")
 
 
+def _add_synthetic_arguments(p: argparse.ArgumentParser) -> None:
+    from ..prepare.synthetic import DEFAULT_SIZE, MIN_SIZE, setting_names
+
+    p.add_argument("--setting", required=True, choices=setting_names(),
+                   help="demo: the demo's task and training settings; the others: the settings of "
+                        "`genericssl bench accuracy` (ssl is its 10 %% column, ssl5 the 5 %% one)")
+    p.add_argument("--out", required=True, help="output folder (new, empty, or an earlier synthetic dataset)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated data and of training (default 0)")
+    p.add_argument("--size", type=int, default=DEFAULT_SIZE,
+                   help=f"volume edge in voxels (default {DEFAULT_SIZE}, at least {MIN_SIZE})")
+
+
 def main(args: argparse.Namespace) -> int:
     module, function, _, _ = DATASETS[args.dataset]
     fn = getattr(importlib.import_module(f"genericssl.prepare.{module}"), function)
+    if args.dataset == "synthetic":
+        return fn(args.out, setting=args.setting, seed=args.seed, size=args.size)
     if args.dataset == "mnms-sort":
         return fn(args.raw, args.out, info=args.info, mode=args.mode, force=args.force)
     extra = {}
