@@ -453,9 +453,9 @@ def skip_line(key: str, why: str, files=()) -> str:
 def summarize(res: Results, what: str, allow_skips: bool = False) -> int:
     """Print how many cases were written and each skipped case with its file and reason.
 
-    Returns the exit status, and whether the caller may finish the dataset (0): 1 when
-    nothing was prepared, or when anything was skipped without ``allow_skips``, so that a
-    dataset missing cases is never finished (and trained on) unnoticed."""
+    Returns the exit status; the caller finishes the dataset only on 0. It is 1 when nothing
+    was prepared, or when anything was skipped without ``allow_skips``, so that a dataset
+    missing cases is never finished (and trained on) unnoticed."""
     bad = res.failed + res.skipped
     per = f", {res.seconds / res.prepared:.2f} s per item" if res.prepared else ""
     print(f"{what}: {len(res.cases)} cases written, {len(bad)} skipped ({res.prepared} items prepared in "
