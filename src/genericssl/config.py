@@ -60,6 +60,7 @@ class TaskConfig:
     amp: bool = True                     # mixed precision, used on CUDA only
     sampler_eval_mode: bool = False      # the authors sample pseudo labels in train mode
     channels_last: bool | None = None    # None: channels-last 3D on the CPU only where it measures faster
+    sync_bn: bool = True                 # several processes: BatchNorm statistics of the global batch
 
     # ------------------------------------------------------------------ helpers
     @property

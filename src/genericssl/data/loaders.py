@@ -123,23 +123,44 @@ class EpochShuffleSampler(Sampler):
 
     The epoch advances each time the sampler is iterated; call
     :meth:`set_epoch` to jump (resume).
+
+    With ``world_size`` processes, ``global_batch`` (a multiple of ``world_size``)
+    cuts the one permutation into global batches and process ``rank`` takes its
+    consecutive share of each: together the processes see exactly the batches one
+    process sees, every process the same number of them (a zipped loader or a
+    collective never waits for a process that has run out). The permutation depends
+    on the seed and the epoch only, never on the number of processes.
     """
 
-    def __init__(self, length: int, seed: int, stream: int = 0):
+    def __init__(self, length: int, seed: int, stream: int = 0, rank: int = 0, world_size: int = 1,
+                 global_batch: int | None = None):
         self.length, self.seed, self.stream = int(length), int(seed), int(stream)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.global_batch = int(global_batch or world_size)
+        if self.global_batch % self.world_size:
+            raise UserError(f"a global batch of {self.global_batch} cannot be shared equally by "
+                            f"{self.world_size} processes")
+        self.share = self.global_batch // self.world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def __len__(self):
-        return self.length
+        if self.world_size == 1:
+            return self.length
+        return (self.length // self.global_batch) * self.share
 
     def __iter__(self):
         state = np.random.SeedSequence([self.seed, self.stream, self.epoch]).generate_state(1)[0]
         generator = torch.Generator().manual_seed(int(state))
         order = torch.randperm(self.length, generator=generator) + self.epoch * self.length
         self.epoch += 1
+        if self.world_size > 1:
+            n_batches = self.length // self.global_batch
+            start = self.rank * self.share
+            order = order[: n_batches * self.global_batch].view(n_batches, self.global_batch)
+            order = order[:, start:start + self.share].reshape(-1)
         return iter(order.tolist())
 
 
@@ -175,8 +196,20 @@ def _split_ids(cfg, data_dir, role: str) -> list[str]:
                         f"to another list") from None
 
 
+def per_process_batch(batch_size: int, world_size: int) -> int:
+    """``batch_size`` is the global batch; each of ``world_size`` processes takes an equal share."""
+    if batch_size % world_size:
+        lower, upper = (batch_size // world_size) * world_size, -(-batch_size // world_size) * world_size
+        options = " or ".join(str(b) for b in dict.fromkeys((lower, upper)) if b > 0)
+        raise UserError(f"batch_size {batch_size} is the global batch and must be shared equally by the "
+                        f"{world_size} processes: use a multiple of {world_size} (e.g. {options}), or "
+                        f"another number of processes")
+    return batch_size // world_size
+
+
 def make_train_loaders(cfg, data_dir=None, *, require_unlabeled: bool = True,
-                       transform: Callable | None = None, pin_memory: bool | None = None):
+                       transform: Callable | None = None, pin_memory: bool | None = None,
+                       rank: int = 0, world_size: int = 1):
     """``(labeled_loader, unlabeled_loader)`` for one task.
 
     The set named by ``cfg.repeat`` is repeated to the other set's case count, so
@@ -184,6 +217,10 @@ def make_train_loaders(cfg, data_dir=None, *, require_unlabeled: bool = True,
     ``{"image": (B, 1, *patch), "label": (B, *patch)}`` per epoch. With
     ``require_unlabeled=False`` a missing or empty unlabeled list gives
     ``(labeled_loader, None)`` over the labeled cases alone (supervised training).
+
+    With ``world_size`` processes, ``cfg.batch_size`` is the global batch: process
+    ``rank`` gets batches of ``batch_size / world_size``, its share of each global
+    batch (see :class:`EpochShuffleSampler`).
     """
     data_dir = cfg.data_dir if data_dir is None else data_dir
     labeled_ids = _split_ids(cfg, data_dir, "labeled")
@@ -220,16 +257,20 @@ def make_train_loaders(cfg, data_dir=None, *, require_unlabeled: bool = True,
                           f"{'unlabeled' if cfg.repeat == 'labeled' else 'labeled'} to use them all",
                           stacklevel=2)
 
+    share = per_process_batch(cfg.batch_size, world_size)
+
+    def sampler(length, stream):
+        return EpochShuffleSampler(length, cfg.seed, stream, rank, world_size, cfg.batch_size)
+
     labeled = TrainDataset(data_dir, labeled_ids, cfg, labeled=True, length=length_l, transform=transform)
-    lab_loader = _loader(labeled, cfg.batch_size, EpochShuffleSampler(length_l, cfg.seed, LABELED_STREAM),
-                         cfg.num_workers, True, pin_memory, cfg.seed)
+    lab_loader = _loader(labeled, share, sampler(length_l, LABELED_STREAM), cfg.num_workers, True,
+                         pin_memory, cfg.seed)
     if not unlabeled_ids:
         return lab_loader, None
     unlabeled = TrainDataset(data_dir, unlabeled_ids, cfg, labeled=False, length=length_u,
                              transform=transform)
-    unl_loader = _loader(unlabeled, cfg.batch_size,
-                         EpochShuffleSampler(length_u, cfg.seed, UNLABELED_STREAM),
-                         cfg.num_workers, True, pin_memory, cfg.seed + 1)
+    unl_loader = _loader(unlabeled, share, sampler(length_u, UNLABELED_STREAM), cfg.num_workers, True,
+                         pin_memory, cfg.seed + 1)
     return lab_loader, unl_loader
 
 

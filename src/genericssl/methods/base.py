@@ -5,6 +5,14 @@ The trainer knows only this: it asks a method for its parameters, calls
 ``after_step``; ``on_epoch_end`` after each epoch's training; ``predictor()`` for
 validation and testing. A new method is one new file that subclasses ``Method``
 and registers itself with ``@register``.
+
+``train_step`` always runs as the ``forward`` of a :class:`StepModule` that holds
+every network of ``modules()``; in several processes that module is what
+DistributedDataParallel wraps, so whatever paths of its networks a method calls
+inside ``train_step``, their gradients are synchronised. A method needs no code of
+its own for several processes: what ``after_step`` and ``on_epoch_end`` compute
+from the (identical) weights is identical on every process, and batch sums inside
+a loss go through ``distributed.batch_sum`` / ``global_ratio`` (``losses.py`` does).
 """
 from __future__ import annotations
 
@@ -106,6 +114,24 @@ class Method:
             if name != "model":
                 m.load_state_dict(state[name])
         self.mu = float(state.get("mu", self.mu))
+
+
+class StepModule(nn.Module):
+    """A method's networks as submodules; ``forward`` is one whole training step.
+
+    DDP synchronises the gradients of computation that runs inside the wrapped
+    module's ``forward`` only (calls to ``model.d_xi`` and the like from outside
+    would train each process on its own gradients, silently). Making the method's
+    ``train_step`` that forward puts every trainable computation of a step inside.
+    """
+
+    def __init__(self, method: Method):
+        super().__init__()
+        self.nets = nn.ModuleDict(method.modules())
+        self.method = method
+
+    def forward(self, batch_l: dict, batch_u: dict | None):
+        return self.method.train_step(batch_l, batch_u)
 
 
 def batch_to(batch: dict | None, device) -> dict | None:

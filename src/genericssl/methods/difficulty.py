@@ -6,12 +6,16 @@ Per class c, with EMA factor a = (N-1)/N:
   L, U = EMA of learn, unlearn;  difficulty = ((U + 1e-8) / (L + 1e-8)) ** (1/5)
   D = EMA of (1 - dice), starting at 1;  w = difficulty * D * C
 A class that keeps improving gets a small weight; one that regresses, a large one.
+
+In several processes the counts behind dice_c are summed over every process's
+share of the batch before the update, so every process holds the same weights.
 """
 from __future__ import annotations
 
 import torch
 
-from ..losses import hard_batch_dice
+from ..distributed import batch_sum
+from ..losses import dice_from_counts, hard_batch_counts
 
 
 class DifficultyWeights:
@@ -31,8 +35,8 @@ class DifficultyWeights:
     @torch.no_grad()
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Update the state from one labeled batch and return the weights (C,)."""
-        dice = hard_batch_dice(logits.argmax(dim=1), target, self.num_classes)
-        return self.update_from_dice(dice)
+        counts = batch_sum(hard_batch_counts(logits.argmax(dim=1), target, self.num_classes))
+        return self.update_from_dice(dice_from_counts(*counts))
 
     @torch.no_grad()
     def update_from_dice(self, dice: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ import math
 
 import torch
 
+from ..distributed import global_ratio
 from .mean_teacher import MeanTeacher, softmax_mse, teacher_noise
 from .base import register
 from .ramps import sigmoid_rampup
@@ -47,7 +48,8 @@ def masked_consistency(mse: torch.Tensor, uncertainty: torch.Tensor, threshold: 
     Returns the loss and the mask (B, 1, *S), float.
     """
     mask = (uncertainty < threshold).float()
-    loss = (mask * mse).sum() / (mse.shape[1] * mask.sum() + 1e-16)
+    # In several processes the count of kept voxels is the global batch's (global_ratio).
+    loss = global_ratio((mask * mse).sum(), mse.shape[1] * mask.sum() + 1e-16)
     return loss, mask
 
 
