@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-from .errors import UserError
+from .errors import AgreedError, UserError
 
 COMMANDS = {
     "prepare": "turn a downloaded dataset into training-ready arrays and split lists",
@@ -36,18 +37,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "_main", None):
         parser.print_help()
         return 2
+    args._argv = argv  # `--nproc N` relaunches the same command line
+    rank = int(os.environ.get("RANK", "0"))
     try:
         return int(args._main(args) or 0)
     except UserError as e:
-        print(f"genericssl {args.command}: error: {e}", file=sys.stderr)
+        # A message every process raised alike is printed once; one process's own, with its rank.
+        if rank == 0 or not isinstance(e, AgreedError):
+            where = f" (rank {rank})" if rank else ""
+            print(f"genericssl {args.command}{where}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if "genericssl.distributed" in sys.modules:
+            sys.modules["genericssl.distributed"].shutdown()
 
 
 if __name__ == "__main__":

@@ -56,3 +56,24 @@ def resolve_data_dir(args, cfg) -> Path:
     if path.is_absolute():
         return path
     return Path(os.environ.get("GENERICSSL_DATA", ".")) / path
+
+
+def add_nproc_argument(parser) -> None:
+    parser.add_argument("--nproc", type=int, default=None, metavar="N",
+                        help="train in N local processes (one per GPU with CUDA, else on the CPU cores), "
+                             "as torchrun --standalone --nproc-per-node N would; for several machines run "
+                             "torchrun yourself (README, 'Several GPUs and machines')")
+
+
+def relaunched(args, cfg) -> int | None:
+    """With ``--nproc N`` (N > 1): run this command in N processes and return the job's exit code.
+
+    The configuration was checked here first, so a bad value is one message, not N.
+    """
+    if getattr(args, "nproc", None) is None or args.nproc == 1:
+        return None
+    from ..data.loaders import per_process_batch
+    from ..launch import launch_local, strip_option
+    if args.nproc > 1:
+        per_process_batch(cfg.batch_size, args.nproc)
+    return launch_local(args.nproc, strip_option(args._argv, "--nproc"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ._common import add_task_arguments, config_from_args, resolve_data_dir
+from ._common import add_nproc_argument, add_task_arguments, config_from_args, relaunched, resolve_data_dir
 
 
 def add_arguments(parser):
@@ -28,6 +28,7 @@ def add_arguments(parser):
     parser.add_argument("--authors-empty-score", action="store_true",
                         help="score a class absent from both maps as 1 (the authors' slip) instead of 100")
     parser.add_argument("--no-progress", action="store_true")
+    add_nproc_argument(parser)
 
 
 def predict_split(model, cfg, data_dir: Path, split: str, out_dir: Path, device, progress: bool = True) -> list[str]:
@@ -49,8 +50,10 @@ def predict_split(model, cfg, data_dir: Path, split: str, out_dir: Path, device,
     return ids
 
 
-def run_one(args, cfg, data_dir: Path, out: Path, device) -> dict:
+def run_one(args, cfg, data_dir: Path, out: Path, device) -> dict | None:
+    """Train (in every process), then test and evaluate (rank 0); None on the other ranks."""
     from ..checkpoint import load_model
+    from ..distributed import launched_rank
     from ..evaluation import evaluate_folder, format_table, write_csv, write_json
     from ..training import Trainer
 
@@ -58,6 +61,8 @@ def run_one(args, cfg, data_dir: Path, out: Path, device) -> dict:
         resume = out / "ckpts" / "last.pth" if args.resume and (out / "ckpts" / "last.pth").exists() else None
         Trainer(cfg, data_dir, out, device=str(device), resume=resume, overwrite=not args.resume,
                 progress=not args.no_progress).fit()
+    if launched_rank() != 0:
+        return None
     ckpt = Path(args.checkpoint) if args.checkpoint else out / "ckpts" / "best_model.pth"
     model, cfg_ckpt = load_model(ckpt, base=cfg)
     # The test-time fields (strides, splits, intensity) come from this command, not the file.
@@ -73,11 +78,15 @@ def run_one(args, cfg, data_dir: Path, out: Path, device) -> dict:
 
 
 def main(args):
+    from ..distributed import launched_rank
     from ..evaluation import aggregate_runs, format_runs_table, write_json
     from ..training import resolve_device
     from .train import default_out
 
     cfg = config_from_args(args)
+    code = relaunched(args, cfg)
+    if code is not None:
+        return code
     if args.stride_xy:
         cfg.stride_xy = args.stride_xy
     if args.stride_z:
@@ -90,8 +99,11 @@ def main(args):
     for seed in seeds:
         run_cfg = cfg if len(seeds) == 1 else type(cfg).from_dict({**cfg.to_dict(), "seed": seed})
         out = root if len(seeds) == 1 else root / f"seed{seed}"
-        print(f"== {cfg.name} ({cfg.method}), seed {seed}: {out}")
+        if launched_rank() == 0:
+            print(f"== {cfg.name} ({cfg.method}), seed {seed}: {out}")
         summaries.append(run_one(args, run_cfg, data_dir, out, device))
+    if launched_rank() != 0:
+        return 0
     if len(summaries) > 1:
         agg = aggregate_runs(summaries)
         write_json(agg, root / "test_metrics_runs.json")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ._common import add_task_arguments, config_from_args, resolve_data_dir
+from ._common import add_nproc_argument, add_task_arguments, config_from_args, relaunched, resolve_data_dir
 
 
 def add_arguments(parser):
@@ -16,6 +16,7 @@ def add_arguments(parser):
                         help="continue a killed run from its last.pth (default: the run folder's)")
     parser.add_argument("--overwrite", action="store_true", help="start again in a folder that holds a run")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_nproc_argument(parser)
 
 
 def default_out(cfg, exp: str) -> Path:
@@ -26,6 +27,9 @@ def main(args):
     from ..training import Trainer
 
     cfg = config_from_args(args)
+    code = relaunched(args, cfg)
+    if code is not None:
+        return code
     out = Path(args.out) if args.out else default_out(cfg, args.exp)
     resume = None
     if args.resume is not None:
@@ -33,5 +37,6 @@ def main(args):
     trainer = Trainer(cfg, resolve_data_dir(args, cfg), out, device=args.device, resume=resume,
                       progress=not args.no_progress, overwrite=args.overwrite)
     summary = trainer.fit()
-    print(json.dumps(summary, indent=1))
+    if trainer.is_main:
+        print(json.dumps(summary, indent=1))
     return 0
