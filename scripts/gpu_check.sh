@@ -18,6 +18,16 @@ $G bench train --preset LA --device cuda --iters 5 --method supervised
 $G bench infer --device cuda --stride-xy 16 --stride-z 4 --batch-windows 8
 $G bench infer --device cuda --stride-xy 64 --stride-z 16 --batch-windows 8
 $G bench infer --device cuda --mode whole
+# Several GPUs: time per iteration in 1 and in NGPU processes (DDP, NCCL, SyncBN), scaling efficiency.
+NGPU=$(nvidia-smi -L | wc -l)
+[ "$NGPU" -gt 1 ] && $G bench train --preset LA --device cuda --iters 5 --nproc "$NGPU"
+[ "$NGPU" -gt 1 ] && $G bench train --preset LA --device cuda --iters 5 --nproc "$NGPU" --sync-bn off
+# torchrun end to end (one rank on a one-GPU machine): 2 epochs of A&D on the synthetic demo task.
+$G prepare synthetic --setting demo --out "$OUT/syn" --size 48
+timeout 300 torchrun --standalone --nproc-per-node "$NGPU" -m genericssl train --config "$OUT/syn/task.yaml" \
+    --out "$OUT/syn/run" --device cuda --set max_epoch=1 --no-progress
+tail -n 2 "$OUT/syn/run/history.jsonl"
+rm -rf "$OUT/syn"
 } 2>&1 | tee "$OUT/bench.log"
 $G demo --device cuda --out "$OUT/demo" --no-progress 2>&1 | tee "$OUT/demo.log"
 cp "$OUT/demo/results.json" "$OUT/demo_results.json" 2>/dev/null

@@ -1,13 +1,22 @@
 """`genericssl bench train`: seconds per training iteration and peak memory.
 
-Random data of the preset's shape, the real method step, backward and SGD step;
-one warm-up iteration, then the median of ``--iters``. Prints one JSON line.
+Random data of the preset's shape, the real method step, backward and SGD step
+(the trainer's own ``optimizer_step``); one warm-up iteration, then the median of
+``--iters``. Prints one JSON line.
+
+``--nproc N``: the same preset (the same global batch) first in one process with
+``--threads`` threads, then in N processes under DistributedDataParallel sharing
+them (N x threads/N on the CPU, one GPU each on CUDA), in the same command; prints
+both times, the speed-up and the scaling efficiency (speed-up / N).
 """
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import resource
 import statistics
+import tempfile
 import time
 
 PRESETS = {
@@ -31,47 +40,59 @@ def add_train_arguments(p) -> None:
     p.add_argument("--no-amp", action="store_true", help="fp32 on CUDA")
     p.add_argument("--channels-last", choices=["on", "off"], default=None,
                    help="force the channels-last memory format (default: the method's choice)")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="also time N processes (DDP) on the same global batch and print the scaling "
+                        "efficiency against 1 process (default 1: one process only)")
+    p.add_argument("--sync-bn", choices=["on", "off"], default="on",
+                   help="with several processes: BatchNorm over the global batch (default on, as training)")
+    p.add_argument("--result-file", help=argparse.SUPPRESS)
 
 
-def main_train(args) -> int:
+def measure(args) -> dict:
+    """One process's timing (in a job of several, its share of each global batch)."""
     import torch
 
+    from .. import distributed
     from ..config import TaskConfig
+    from ..data.loaders import per_process_batch
     from ..methods import get_method
-    from ..training import resolve_device
+    from ..methods.base import StepModule
+    from ..training import optimizer_step, resolve_device, wrap_for_processes
 
     torch.set_num_threads(args.threads)
     n, C, B, patch = PRESETS[args.preset]
-    device = resolve_device(args.device)
+    ctx, device = distributed.setup(resolve_device(args.device))
+    share = per_process_batch(B, ctx.world_size)
     cfg = TaskConfig(name=f"bench_{args.preset}", patch_size=patch, num_classes=C, base_filters=n,
                      batch_size=B, amp=not args.no_amp, max_epoch=300).validate()
     if args.channels_last is not None:
         cfg.channels_last = args.channels_last == "on"
     torch.manual_seed(0)
     method = get_method(args.method)(cfg, device)
+    sync_bn = ctx.active and args.sync_bn == "on"
+    if sync_bn:
+        for m in method.modules().values():
+            distributed.convert_sync_batchnorm(m, device)
     method.finish_setup()
     method.train()
     opt = torch.optim.SGD(method.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=3e-5)
     amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    g = torch.Generator().manual_seed(0)
-    bl = method.prepare_batch({"image": torch.rand(B, 1, *patch, generator=g),
-                               "label": torch.randint(0, C, (B, *patch), generator=g)})
-    bu = method.prepare_batch({"image": torch.rand(B, 1, *patch, generator=g)})
+    step_module = wrap_for_processes(StepModule(method), ctx, device)
+    g = torch.Generator().manual_seed(ctx.rank)
+    bl = method.prepare_batch({"image": torch.rand(share, 1, *patch, generator=g),
+                               "label": torch.randint(0, C, (share, *patch), generator=g)})
+    bu = method.prepare_batch({"image": torch.rand(share, 1, *patch, generator=g)})
 
     def step():
-        with torch.autocast(device.type, enabled=amp):
-            loss, _ = method.train_step(bl, bu if method.uses_unlabeled else None)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        method.after_step()
+        optimizer_step(step_module, method, opt, scaler, bl, bu if method.uses_unlabeled else None, amp,
+                       device.type)
         if device.type == "cuda":
             torch.cuda.synchronize()
 
     times = []
     for i in range(args.iters + 1):
+        distributed.barrier()
         t = time.perf_counter()
         step()
         times.append(time.perf_counter() - t)
@@ -81,8 +102,51 @@ def main_train(args) -> int:
               "sec_per_iter": round(statistics.median(times[1:]), 3),
               "sec_first_iter": round(times[0], 3),
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if ctx.active:
+        result.update(processes=ctx.world_size, backend=ctx.backend, per_process_batch=f"{share}+{share}",
+                      sync_bn=sync_bn)
     if device.type == "cuda":
         result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
         result["gpu"] = torch.cuda.get_device_name()
-    print(json.dumps(result))
+    return result
+
+
+def scaling(args) -> dict:
+    """1 process, then ``args.nproc`` processes on the same global batch, in this command."""
+    from ..launch import launch_local, strip_option
+
+    one = measure(args)
+    threads = max(1, args.threads // args.nproc)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "result.json")
+        argv = strip_option(strip_option(args._argv, "--nproc"), "--threads")
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        code = launch_local(args.nproc, argv + ["--threads", str(threads), "--result-file", out],
+                            log=lambda *a, **k: None)
+        if code:
+            from ..errors import UserError
+            raise UserError(f"the {args.nproc}-process run failed (exit code {code}); its message is above")
+        many = json.loads(open(out).read())
+    speedup = one["sec_per_iter"] / many["sec_per_iter"]
+    return {"bench": "train_scaling", "preset": args.preset, "method": args.method, "device": many["device"],
+            "global_batch": one["batch"], "one_process": {k: one[k] for k in ("sec_per_iter", "threads", "peak_rss_mb")},
+            "n_processes": {k: many[k] for k in ("processes", "backend", "per_process_batch", "sync_bn",
+                                                  "sec_per_iter", "threads", "peak_rss_mb")},
+            "speedup": round(speedup, 3), "efficiency": round(speedup / args.nproc, 3),
+            **({"peak_gpu_mb": many["peak_gpu_mb"], "gpu": many["gpu"]} if "gpu" in many else {})}
+
+
+def main_train(args) -> int:
+    from .. import distributed
+
+    if args.nproc > 1 and distributed.launched_world_size() == 1:
+        print(json.dumps(scaling(args)))
+        return 0
+    result = measure(args)
+    if distributed.current().is_main:
+        if args.result_file:
+            with open(args.result_file, "w") as f:
+                json.dump(result, f)
+        else:
+            print(json.dumps(result))
     return 0
