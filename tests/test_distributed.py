@@ -9,6 +9,7 @@ is caught by the per-epoch check.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -152,6 +153,14 @@ def test_kill_9_resumes_exactly_under_two_processes(trained, data, tmp_path):
     assert r.returncode != 0 and "SIGKILL" in r.stderr
     last = torch.load(tmp_path / "run_kill" / "ckpts" / "last.pth", weights_only=True)
     assert last["epoch"] == 0
+    # Another number of processes: it continues, and says it is not bit-identical.
+    shutil.copytree(tmp_path / "run_kill", tmp_path / "one_process")
+    notes = []
+    one = Trainer(dist_cfg(data, "ad"), data, tmp_path / "one_process", device="cpu", progress=False,
+                  tensorboard=False, resume=tmp_path / "one_process", log=notes.append)
+    assert one.start_epoch == 1 and any("written by 2 process(es), this run has 1" in n for n in notes)
+    one.fit()
+    assert [h["epoch"] for h in history(tmp_path / "one_process")] == [0, 1]
     r = launch("resume", data, tmp_path, "ad")
     assert r.returncode == 0, r.stderr[-4000:]
     for rank, (resumed, uninterrupted) in enumerate(zip(ranks(tmp_path, "resume_ad"), ranks(trained, "train_ad"))):
@@ -160,20 +169,25 @@ def test_kill_9_resumes_exactly_under_two_processes(trained, data, tmp_path):
     assert [h["epoch"] for h in history(tmp_path / "run_kill")] == [0, 1]
 
 
-def test_cli_nproc_trains_in_two_processes(data, tmp_path):
+def test_cli_nproc_runs_in_two_processes(data, tmp_path):
     import yaml
 
     cfg = {k: v for k, v in dist_cfg(data, "supervised", max_epoch=0).to_dict().items()
            if k in ("data_dir", "patch_size", "num_classes", "base_filters", "batch_size", "max_epoch",
                     "num_workers", "seed", "method")}
     (tmp_path / "task.yaml").write_text(yaml.safe_dump(cfg))
-    cmd = [sys.executable, "-m", "genericssl", "train", "--config", str(tmp_path / "task.yaml"),
-           "--out", str(tmp_path / "run"), "--device", "cpu", "--no-progress", "--nproc", "2"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    common = ["--config", str(tmp_path / "task.yaml"), "--out", str(tmp_path / "run"), "--device", "cpu",
+              "--no-progress"]
+    # genericssl run: trains in 2 processes, then rank 0 tests and evaluates.
+    r = subprocess.run([sys.executable, "-m", "genericssl", "run", *common, "--nproc", "2"],
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-4000:]
-    summary = json.loads(r.stdout[r.stdout.index("{"):])  # printed once, by rank 0
-    assert summary["world_size"] == 2 and summary["epochs"] == 1
-    assert history(tmp_path / "run")[0]["ranks_identical"]
+    assert r.stdout.count("seed 3: testing") == 1  # printed once, by rank 0
+    assert json.loads((tmp_path / "run" / "test_metrics.json").read_text())
+    hist = history(tmp_path / "run")
+    assert hist[0]["world_size"] == 2 and hist[0]["ranks_identical"]
+    assert json.loads((tmp_path / "run" / "distributed.json").read_text())["rank_seeds"] == [3, 4]
     # A batch the processes cannot share is refused before anything starts.
-    r = subprocess.run(cmd[:-1] + ["3", "--overwrite"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "genericssl", "train", *common, "--overwrite", "--nproc", "3"],
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "multiple of 3" in r.stderr and "Traceback" not in r.stderr

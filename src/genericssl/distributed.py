@@ -280,9 +280,9 @@ class GlooSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm over the global batch on the CPU (torch's SyncBatchNorm runs on GPUs only).
 
     Same parameters, buffers and state_dict keys as BatchNorm; in training mode the
-    mean and the biased variance come from every process's sums (two all-reduces, the
-    variance from centred values, as stable as one process's), and the running
-    variance takes the unbiased estimate over the global count, as BatchNorm does.
+    mean and the biased variance are those of the global batch (one all-reduce, with
+    gradient), and the running variance takes the unbiased estimate over the global
+    count, as BatchNorm does.
     In eval mode, or in one process, it is plain BatchNorm.
     """
 
@@ -295,13 +295,21 @@ class GlooSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
             return super().forward(x)
         dims = [0, *range(2, x.dim())]
         shape = (1, -1) + (1,) * (x.dim() - 2)
-        local_count = torch.tensor([x.numel() // x.shape[1]], dtype=x.dtype, device=x.device)
-        sums = sum_with_gradient(torch.cat([x.sum(dims), local_count]))
-        count = sums[-1].detach()
-        mean = sums[:-1] / count
-        centred = x - mean.view(shape)
-        var = sum_with_gradient((centred * centred).sum(dims)) / count
-        y = centred * torch.rsqrt(var + self.eps).view(shape)
+        # One all-reduce per call (the A&D sampler calls BatchNorm hundreds of times per
+        # iteration): per channel n * mean, M2 + n * mean^2 and n, where this process's
+        # mean and M2 (sum of squared deviations) come from a stable one-pass var_mean;
+        # in float64 the global variance sum / N - mean^2 loses nothing to cancellation.
+        var_local, mean_local = torch.var_mean(x, dim=dims, correction=0)
+        n = x.numel() // x.shape[1]
+        mean64 = mean_local.double()
+        stats = torch.stack([n * mean64, n * (var_local.double() + mean64 * mean64),
+                             torch.full_like(mean64, n)])
+        total = sum_with_gradient(stats)
+        count = total[2, 0].detach()
+        mean = total[0] / count
+        var = (total[1] / count - mean * mean).clamp_min(0)
+        mean, var = mean.to(x.dtype), var.to(x.dtype)
+        y = (x - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
         if self.track_running_stats:
@@ -309,7 +317,8 @@ class GlooSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
                 self.num_batches_tracked.add_(1)
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
                 self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
-                self.running_var.mul_(1 - m).add_(var.detach() * (count / (count - 1)), alpha=m)
+                unbiased = var.detach() * float(count / (count - 1))
+                self.running_var.mul_(1 - m).add_(unbiased, alpha=m)
         return y
 
 

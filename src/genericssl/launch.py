@@ -53,7 +53,8 @@ def launch_local(nproc: int, argv: list[str], log=print) -> int:
     try:
         elastic_launch(config, sys.executable)("-m", "genericssl", *argv)
     except ChildFailedError as e:
-        rank, failure = min(e.failures.items())
+        # The first to fail is the cause; the launcher stopped the others after it.
+        rank, failure = min(e.failures.items(), key=lambda kv: kv[1].timestamp)
         code = failure.exitcode
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
         log(f"genericssl: process {rank} of {nproc} {how}; the job stopped "

@@ -153,7 +153,8 @@ class Trainer:
                             f"'genericssl prepare' first)")
         # The networks start from rank 0's draws (DDP broadcasts them); after that each
         # process draws its own noise, time steps and dropout masks.
-        seed_everything(cfg.seed + self.dist.rank)
+        self.rank_seed = cfg.seed + self.dist.rank
+        seed_everything(self.rank_seed)
         self.method = get_method(cfg.method)(cfg, self.device)
         if self.dist.active and cfg.sync_bn:
             for m in self.method.modules().values():
@@ -237,8 +238,9 @@ class Trainer:
         else:
             # Weights, optimizer, schedules and the data order (seed and epoch only) carry
             # over exactly; the per-process random streams cannot, so they start afresh.
-            seed_everything(int(np.random.SeedSequence([self.cfg.seed, self.dist.rank, self.start_epoch])
-                                .generate_state(1)[0]))
+            self.rank_seed = int(np.random.SeedSequence([self.cfg.seed, self.dist.rank, self.start_epoch])
+                                 .generate_state(1)[0])
+            seed_everything(self.rank_seed)
             self.log(f"note: {ckpt['path']} was written by {saved_world} process(es), this run has "
                      f"{self.dist.world_size}: training continues with the same weights, optimizer state and "
                      f"data order, but new random draws (noise, dropout), so it is not bit-identical to an "
@@ -346,13 +348,19 @@ class Trainer:
 
     def fit(self) -> dict:
         cfg = self.cfg
+        seeds = distributed.all_gather_object(self.rank_seed)
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
             if self.dist.active:
+                share = cfg.batch_size // self.dist.world_size
+                (self.out_dir / "distributed.json").write_text(json.dumps(
+                    {"world_size": self.dist.world_size, "backend": self.dist.backend, "global_batch": cfg.batch_size,
+                     "per_process_batch": share, "sync_bn": cfg.sync_bn, "rank_seeds": seeds,
+                     "start_epoch": self.start_epoch}, indent=1))
                 self.log(f"training in {self.dist.world_size} processes ({self.dist.backend}): global batch "
-                         f"{cfg.batch_size}, {cfg.batch_size // self.dist.world_size} per process; "
-                         f"sync_bn {cfg.sync_bn}; random streams seeded {cfg.seed} + rank")
+                         f"{cfg.batch_size}, {share} per process; sync_bn {cfg.sync_bn}; random streams "
+                         f"seeded {seeds} (distributed.json)")
         for cb in self.callbacks:
             cb.on_train_start(self)
         t0 = time.time()

@@ -40,6 +40,9 @@ def add_train_arguments(p) -> None:
     p.add_argument("--no-amp", action="store_true", help="fp32 on CUDA")
     p.add_argument("--channels-last", choices=["on", "off"], default=None,
                    help="force the channels-last memory format (default: the method's choice)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="global batch (labeled = unlabeled) instead of the preset's, e.g. to keep each "
+                        "of --nproc processes at the preset's batch")
     p.add_argument("--nproc", type=int, default=1,
                    help="also time N processes (DDP) on the same global batch and print the scaling "
                         "efficiency against 1 process (default 1: one process only)")
@@ -61,6 +64,7 @@ def measure(args) -> dict:
 
     torch.set_num_threads(args.threads)
     n, C, B, patch = PRESETS[args.preset]
+    B = args.batch or B
     ctx, device = distributed.setup(resolve_device(args.device))
     share = per_process_batch(B, ctx.world_size)
     cfg = TaskConfig(name=f"bench_{args.preset}", patch_size=patch, num_classes=C, base_filters=n,

@@ -50,19 +50,20 @@ def predict_split(model, cfg, data_dir: Path, split: str, out_dir: Path, device,
     return ids
 
 
-def run_one(args, cfg, data_dir: Path, out: Path, device) -> dict | None:
-    """Train (in every process), then test and evaluate (rank 0); None on the other ranks."""
-    from ..checkpoint import load_model
-    from ..distributed import launched_rank
-    from ..evaluation import evaluate_folder, format_table, write_csv, write_json
+def train_one(args, cfg, data_dir: Path, out: Path, device) -> None:
+    """Train one seed (in every process of a distributed job)."""
     from ..training import Trainer
 
-    if not args.no_train:
-        resume = out / "ckpts" / "last.pth" if args.resume and (out / "ckpts" / "last.pth").exists() else None
-        Trainer(cfg, data_dir, out, device=str(device), resume=resume, overwrite=not args.resume,
-                progress=not args.no_progress).fit()
-    if launched_rank() != 0:
-        return None
+    resume = out / "ckpts" / "last.pth" if args.resume and (out / "ckpts" / "last.pth").exists() else None
+    Trainer(cfg, data_dir, out, device=str(device), resume=resume, overwrite=not args.resume,
+            progress=not args.no_progress).fit()
+
+
+def test_one(args, cfg, data_dir: Path, out: Path, device) -> dict:
+    """Sliding-window test and evaluation of one seed's best model."""
+    from ..checkpoint import load_model
+    from ..evaluation import evaluate_folder, format_table, write_csv, write_json
+
     ckpt = Path(args.checkpoint) if args.checkpoint else out / "ckpts" / "best_model.pth"
     model, cfg_ckpt = load_model(ckpt, base=cfg)
     # The test-time fields (strides, splits, intensity) come from this command, not the file.
@@ -95,18 +96,27 @@ def main(args):
     device = resolve_device(args.device)
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(cfg.seeds)
     root = Path(args.out) if args.out else default_out(cfg, args.exp)
-    summaries = []
+    runs = []
     for seed in seeds:
         run_cfg = cfg if len(seeds) == 1 else type(cfg).from_dict({**cfg.to_dict(), "seed": seed})
-        out = root if len(seeds) == 1 else root / f"seed{seed}"
-        if launched_rank() == 0:
-            print(f"== {cfg.name} ({cfg.method}), seed {seed}: {out}")
-        summaries.append(run_one(args, run_cfg, data_dir, out, device))
+        # One seed runs the configuration as it is, with its own `seed`.
+        runs.append((run_cfg.seed, run_cfg, root if len(seeds) == 1 else root / f"seed{seed}"))
+    # Every seed trains first, then rank 0 tests them all: in several processes the
+    # others are done by then, instead of waiting in a collective through the tests.
+    if not args.no_train:
+        for seed, run_cfg, out in runs:
+            if launched_rank() == 0:
+                print(f"== {cfg.name} ({cfg.method}), seed {seed}: training in {out}")
+            train_one(args, run_cfg, data_dir, out, device)
     if launched_rank() != 0:
         return 0
+    summaries = []
+    for seed, run_cfg, out in runs:
+        print(f"== {cfg.name} ({cfg.method}), seed {seed}: testing {out}")
+        summaries.append(test_one(args, run_cfg, data_dir, out, device))
     if len(summaries) > 1:
         agg = aggregate_runs(summaries)
         write_json(agg, root / "test_metrics_runs.json")
         print(format_runs_table(agg))
-    print(json.dumps({"out": str(root), "seeds": seeds}))
+    print(json.dumps({"out": str(root), "seeds": [seed for seed, _, _ in runs]}))
     return 0
