@@ -7,7 +7,7 @@ exactly what it computed before any of this existed.
 
 What several processes must agree on, and where it is made so:
 - gradients: DistributedDataParallel around one module whose ``forward`` is the
-  method's whole training step (``training.StepModule``);
+  method's whole training step (``methods.base.StepModule``);
 - BatchNorm statistics: :func:`convert_sync_batchnorm` (``sync_bn``), computed over the
   global batch;
 - batch sums inside a loss (the batch Dice, a weighted mean's denominator, the

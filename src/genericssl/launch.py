@@ -10,6 +10,7 @@ import os
 import sys
 import uuid
 
+from .distributed import launched_world_size
 from .errors import UserError
 
 
@@ -38,7 +39,7 @@ def launch_local(nproc: int, argv: list[str], log=print) -> int:
     """
     if nproc < 1:
         raise UserError(f"--nproc must be at least 1, got {nproc}")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if launched_world_size() > 1:
         raise UserError("--nproc inside a job that torchrun already started: drop --nproc "
                         "(torchrun's --nproc-per-node sets the number of processes)")
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError

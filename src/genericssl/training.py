@@ -206,7 +206,7 @@ class Trainer:
             payload.update({"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                             "method_state": self.method.extra_state(), "rng": _rng_state(),
                             "history": self.history, "world_size": self.dist.world_size})
-            if rng_per_rank is not None and self.dist.active:
+            if rng_per_rank is not None:
                 payload["rng_per_rank"] = rng_per_rank
         return payload
 
@@ -314,11 +314,10 @@ class Trainer:
         if done == 0:
             raise UserError("an epoch ran no iteration: there are fewer cases than one batch "
                             f"(batch_size {self.cfg.batch_size}); lower --batch-size")
-        if self.dist.active:
-            # The epoch's means over the global batch: every process's mean, averaged.
-            w = self.dist.world_size
-            return {k: (distributed.all_reduce_sum(v / done) / w).tolist() for k, v in sums.items()}
-        return {k: (v / done).tolist() for k, v in sums.items()}
+        # The epoch's means over the global batch: every process's mean, averaged (in one
+        # process the sum is the tensor itself and the division by 1 exact).
+        w = self.dist.world_size
+        return {k: (distributed.all_reduce_sum(v / done) / w).tolist() for k, v in sums.items()}
 
     def _check_finite(self, mean_loss: float, epoch: int, i: int) -> None:
         """Every process learns whether any process's loss is non-finite, and all stop together."""

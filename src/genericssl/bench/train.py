@@ -18,6 +18,7 @@ import resource
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 PRESETS = {
     # name: (base_filters, num_classes, batch (labeled = unlabeled), patch)
@@ -130,7 +131,7 @@ def scaling(args) -> dict:
         if code:
             from ..errors import UserError
             raise UserError(f"the {args.nproc}-process run failed (exit code {code}); its message is above")
-        many = json.loads(open(out).read())
+        many = json.loads(Path(out).read_text())
     speedup = one["sec_per_iter"] / many["sec_per_iter"]
     return {"bench": "train_scaling", "preset": args.preset, "method": args.method, "device": many["device"],
             "global_batch": one["batch"], "one_process": {k: one[k] for k in ("sec_per_iter", "threads", "peak_rss_mb")},
