@@ -71,11 +71,11 @@ def test_both_checkpoint_formats_load_and_agree_on_npy(ckpts, tmp_path, capsys):
     (tmp_path / "in").mkdir()
     np.save(tmp_path / "in" / "case7_image.npy", image)
     np.save(tmp_path / "in" / "case7_label.npy", np.zeros(image.shape, np.uint8))  # left out: ground truth
-    code, text = _run(capsys, "-c", ckpts / "ours.pth", "-i", tmp_path / "in", "-o", tmp_path / "a",
+    code, text = _run(capsys, "-k", ckpts / "ours.pth", "--input", tmp_path / "in", "-o", tmp_path / "a",
                       "--stride-xy", "16", "--stride-z", "8")
     assert code == 0, text
     assert "case7_label.npy: a prepared label array" in text
-    code, text = _run(capsys, "-c", ckpts / "authors.pth", "-i", tmp_path / "in" / "case7_image.npy",
+    code, text = _run(capsys, "-k", ckpts / "authors.pth", "--input", tmp_path / "in" / "case7_image.npy",
                       "-o", tmp_path / "b", "--patch", PATCH, "--stride-xy", "16", "--stride-z", "8")
     assert code == 0, text
     a, b = np.load(tmp_path / "a" / "case7.npy"), np.load(tmp_path / "b" / "case7.npy")
@@ -87,10 +87,10 @@ def test_both_checkpoint_formats_load_and_agree_on_npy(ckpts, tmp_path, capsys):
 def test_authors_checkpoint_with_a_task_takes_its_preset(ckpts, tmp_path, capsys):
     np.save(tmp_path / "x.npy", np.random.default_rng(2).random((16, 32, 32)).astype(np.float32))
     # la_0.1 says 32 filters; the file has 4: a clear error unless overridden.
-    code, text = _run(capsys, "-c", ckpts / "authors.pth", "-i", tmp_path / "x.npy", "-o", tmp_path / "o",
+    code, text = _run(capsys, "-k", ckpts / "authors.pth", "--input", tmp_path / "x.npy", "-o", tmp_path / "o",
                       "--task", "la_0.1")
     assert code == 2 and "base_filters: checkpoint has 4, task la_0.1 has 32" in text
-    code, text = _run(capsys, "-c", ckpts / "authors.pth", "-i", tmp_path / "x.npy", "-o", tmp_path / "o",
+    code, text = _run(capsys, "-k", ckpts / "authors.pth", "--input", tmp_path / "x.npy", "-o", tmp_path / "o",
                       "--task", "la_0.1", "--base-filters", "4", "--patch", PATCH, "--mode", "whole")
     assert code == 0, text
     assert np.load(tmp_path / "o" / "x.npy").shape == (16, 32, 32)
@@ -98,7 +98,7 @@ def test_authors_checkpoint_with_a_task_takes_its_preset(ckpts, tmp_path, capsys
 
 def test_wrong_class_count_is_a_clear_error(ckpts, tmp_path, capsys):
     np.save(tmp_path / "x.npy", np.zeros((16, 32, 32), np.float32))
-    code, text = _run(capsys, "-c", ckpts / "ours.pth", "-i", tmp_path / "x.npy", "-o", tmp_path / "o",
+    code, text = _run(capsys, "-k", ckpts / "ours.pth", "--input", tmp_path / "x.npy", "-o", tmp_path / "o",
                       "--num-classes", "3")
     assert code == 2
     assert "num_classes: checkpoint has 2, configuration says 3" in text
@@ -112,7 +112,7 @@ def test_4d_and_corrupt_files_are_named_and_the_rest_predicted(ckpts, tmp_path, 
     _nifti(d / "cine.nii.gz", rng.random((32, 32, 16, 3)).astype(np.float32))
     (d / "broken.nii.gz").write_bytes(gzip.compress(b"not a nifti header"))
     (d / "notes.txt").write_text("hello")
-    code, text = _run(capsys, "-c", ckpts / "ours.pth", "-i", d, "-o", tmp_path / "o", "--mode", "whole")
+    code, text = _run(capsys, "-k", ckpts / "ours.pth", "--input", d, "-o", tmp_path / "o", "--mode", "whole")
     assert code == 1, text
     assert (tmp_path / "o" / "good_seg.nii.gz").is_file()
     assert not (tmp_path / "o" / "cine_seg.nii.gz").exists()
@@ -120,7 +120,7 @@ def test_4d_and_corrupt_files_are_named_and_the_rest_predicted(ckpts, tmp_path, 
     assert "cannot read" in text and "broken.nii.gz" in text
     assert "notes.txt: not a NIfTI or .npy file" in text
     # the frame a user asks for, or all of them
-    code, text = _run(capsys, "-c", ckpts / "ours.pth", "-i", d / "cine.nii.gz", "-o", tmp_path / "o",
+    code, text = _run(capsys, "-k", ckpts / "ours.pth", "--input", d / "cine.nii.gz", "-o", tmp_path / "o",
                       "--mode", "whole", "--frame", "all")
     assert code == 0, text
     assert nib.load(str(tmp_path / "o" / "cine_seg.nii.gz")).shape == (32, 32, 16, 3)
@@ -128,7 +128,7 @@ def test_4d_and_corrupt_files_are_named_and_the_rest_predicted(ckpts, tmp_path, 
 
 def test_single_4d_file_fails_with_exit_status_2(ckpts, tmp_path, capsys):
     f = _nifti(tmp_path / "cine.nii.gz", np.zeros((32, 32, 16, 2), np.float32))
-    code, text = _run(capsys, "-c", ckpts / "ours.pth", "-i", f, "-o", tmp_path / "o")
+    code, text = _run(capsys, "-k", ckpts / "ours.pth", "--input", f, "-o", tmp_path / "o")
     assert code == 2 and str(f) in text and "--frame" in text
 
 
@@ -136,8 +136,8 @@ def test_synapse_scan_is_resized_for_the_model_and_back(tmp_path, capsys):
     net = DiffVNet(1, 14, 4, 3).eval()
     torch.save({"state_dict": net.state_dict()}, tmp_path / "syn.pth")
     scan = _nifti(tmp_path / "img0001.nii.gz", np.random.default_rng(4).normal(0, 300, (30, 28, 12)).astype(np.float32))
-    code, text = _run(capsys, "-c", tmp_path / "syn.pth", "--task", "synapse_0.2", "--base-filters", "4",
-                      "-i", scan, "-o", tmp_path / "o", "--mode", "whole")
+    code, text = _run(capsys, "-k", tmp_path / "syn.pth", "--task", "synapse_0.2", "--base-filters", "4",
+                      "--input", scan, "-o", tmp_path / "o", "--mode", "whole")
     assert code == 0, text
     assert "resize to 80x160x160" in text
     seg = nib.load(str(tmp_path / "o" / "img0001_seg.nii.gz"))
@@ -212,7 +212,7 @@ def test_a_scan_that_cannot_be_written_is_skipped_and_the_rest_written(ckpts, tm
 
     monkeypatch.setattr(imageio, "write_npy", disk_full_for_a)
     d = _npy_inputs(tmp_path / "in", "a", "b")
-    code, text = _run(capsys, "-c", ckpts / "ours.pth", "-i", d, "-o", tmp_path / "o", "--mode", "whole")
+    code, text = _run(capsys, "-k", ckpts / "ours.pth", "--input", d, "-o", tmp_path / "o", "--mode", "whole")
     assert code == 1, text
     assert (tmp_path / "o" / "b.npy").is_file() and not (tmp_path / "o" / "a.npy").exists()
     assert "1 label map(s)" in text
@@ -224,7 +224,7 @@ def test_a_scan_that_cannot_be_written_is_skipped_and_the_rest_written(ckpts, tm
 def test_an_output_path_that_is_a_folder_skips_only_that_scan(ckpts, tmp_path, capsys):
     d = _npy_inputs(tmp_path / "in", "a", "b")
     (tmp_path / "o" / "a.npy").mkdir(parents=True)  # os.replace cannot put a file there
-    code, text = _run(capsys, "-c", ckpts / "ours.pth", "-i", d, "-o", tmp_path / "o", "--mode", "whole")
+    code, text = _run(capsys, "-k", ckpts / "ours.pth", "--input", d, "-o", tmp_path / "o", "--mode", "whole")
     assert code == 1, text
     assert (tmp_path / "o" / "b.npy").is_file()
     assert _skip_line(text, "a_image.npy").startswith(f"a_image.npy: cannot write {tmp_path / 'o' / 'a.npy'}: ")
@@ -234,7 +234,7 @@ def test_an_output_path_that_is_a_folder_skips_only_that_scan(ckpts, tmp_path, c
 def test_an_output_folder_that_cannot_be_made_is_a_clear_error(ckpts, tmp_path, capsys):
     d = _npy_inputs(tmp_path / "in", "a")
     (tmp_path / "file").write_text("")
-    code, text = _run(capsys, "-c", ckpts / "ours.pth", "-i", d, "-o", tmp_path / "file" / "o", "--mode", "whole")
+    code, text = _run(capsys, "-k", ckpts / "ours.pth", "--input", d, "-o", tmp_path / "file" / "o", "--mode", "whole")
     assert code == 2
     assert f"--output {tmp_path / 'file' / 'o'}: cannot create the folder" in text
     assert "Traceback" not in text
@@ -246,7 +246,7 @@ def test_nan_and_non_npy_inputs_are_named_once(ckpts, tmp_path, capsys):
     image[0, 0, 0] = np.nan
     np.save(d / "nan_image.npy", image)
     (d / "notes_image.npy").write_text("a text file under an .npy name\n")
-    code, text = _run(capsys, "-c", ckpts / "ours.pth", "-i", d, "-o", tmp_path / "o", "--mode", "whole")
+    code, text = _run(capsys, "-k", ckpts / "ours.pth", "--input", d, "-o", tmp_path / "o", "--mode", "whole")
     assert code == 1, text
     assert _skip_line(text, "nan_image.npy") == "nan_image.npy: the image holds NaN or infinite values"
     line = _skip_line(text, str(d / "notes_image.npy"))

@@ -14,6 +14,7 @@ import sys
 from .errors import AgreedError, UserError
 
 COMMANDS = {
+    "presets": "list the paper's task presets, or print one's configuration with each value's source",
     "prepare": "turn a downloaded dataset into training-ready arrays and split lists",
     "train": "train a method (A&D by default) on a task",
     "predict": "segment new scans with a trained checkpoint",
@@ -24,11 +25,34 @@ COMMANDS = {
 }
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless it says it already or has none."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or not action.option_strings or default in (None, False, "", [])
+                or default is argparse.SUPPRESS or isinstance(action, argparse._VersionAction)):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class RawDescriptionHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """For a description laid out by hand (a table of datasets)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="genericssl", description=__doc__.splitlines()[0])
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="genericssl", formatter_class=HelpFormatter,
+        description="Semi-supervised segmentation of 3D medical images: the Aggregating & Decoupling "
+                    "framework (NeurIPS 2023) and its baselines. One subcommand per stage of the job; "
+                    "`genericssl COMMAND --help` describes each.")
+    parser.add_argument("--version", action="version", version=f"genericssl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
         module = importlib.import_module(f"genericssl.commands.{name}")
         module.add_arguments(p)
         p.set_defaults(_main=module.main)

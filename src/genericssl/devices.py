@@ -12,7 +12,12 @@ def _mps_available() -> bool:
 
 def resolve_device(name: str | None = "auto") -> torch.device:
     """``auto``: CUDA, then Apple's MPS, then the CPU. Asking for one that is absent is an error."""
-    name = (name or "auto").lower()
+    name = str(name or "auto").strip().lower()
+    if name.isdigit():
+        name = f"cuda:{name}"   # the authors' train.sh -c 0
+    if name.endswith((".pth", ".pt", ".ckpt")):
+        raise UserError(f"--device {name}: that is a file; -c is the device in every command, "
+                        f"the checkpoint is --checkpoint / -k")
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

@@ -78,7 +78,7 @@ def add_accuracy_arguments(p) -> None:
                                     for k, (b, o) in VARIANTS.items()))
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default 0,1,2)")
     p.add_argument("--out", default="bench_accuracy", help="output and cache folder (default bench_accuracy)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    p.add_argument("--device", "-c", default="auto", help="auto, cpu, cuda, mps")
     p.add_argument("--jobs", type=int, default=1,
                    help="cells trained at once, each in its own process with max(1, cores // jobs) threads")
     p.add_argument("--threads", type=int, default=None,

@@ -31,20 +31,21 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def add_infer_arguments(p) -> None:
-    p.add_argument("--mode", choices=("window", "whole"), default="window")
+    p.add_argument("--mode", choices=("window", "whole"), default="window",
+                   help="the paper's sliding window, or one whole-volume pass")
     p.add_argument("--stride-xy", type=int, default=16, help="stride on the last two axes (default 16)")
     p.add_argument("--stride-z", type=int, default=4, help="stride on the first axis (default 4)")
     p.add_argument("--batch-windows", type=int, default=4, help="windows per forward pass (default 4)")
-    p.add_argument("--base-filters", type=int, default=32)
-    p.add_argument("--num-classes", type=int, default=2)
-    p.add_argument("--patch", type=_shape, default=(112, 112, 80), metavar="DxHxW")
+    p.add_argument("--base-filters", type=int, default=32, help="filters of the V-Net's first level")
+    p.add_argument("--num-classes", type=int, default=2, help="classes, background included")
+    p.add_argument("--patch", type=_shape, default=(112, 112, 80), metavar="DxHxW", help="window size")
     p.add_argument("--shape", type=_shape, default=(160, 160, 96), metavar="DxHxW", help="volume size")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps or auto")
+    p.add_argument("--device", "-c", default="cpu", help="cpu (default), cuda, cuda:1, mps or auto")
     p.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
                    help="memory layout of the 3D convolutions (auto: on for the CPU)")
     p.add_argument("--no-amp", action="store_true", help="float32 on CUDA too")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and volume")
     p.add_argument("--no-agreement", action="store_true",
                    help="whole mode: skip the 16/4 sliding-window run it is compared with")
     p.add_argument("--check-labels", action="store_true",

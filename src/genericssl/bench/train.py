@@ -35,8 +35,8 @@ def add_train_arguments(p) -> None:
                    help="S: 16 filters, 2+2, 64x64x48; M: 32 filters, 2+2, 96x96x64; LA: the paper's 32, 4+4, "
                         "112x112x80; bench: a `bench accuracy` cell, 8 filters, 3 classes, 2+2, 32^3")
     p.add_argument("--iters", type=int, default=3, help="timed iterations after one warm-up")
-    p.add_argument("--method", default="ad")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--method", default="ad", help="the method whose iteration is timed")
+    p.add_argument("--device", "-c", default="cpu", help="cpu, cuda, cuda:1, mps or auto")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads on the CPU")
     p.add_argument("--no-amp", action="store_true", help="fp32 on CUDA")
     p.add_argument("--channels-last", choices=["on", "off"], default=None,

@@ -17,7 +17,7 @@ BENCHES = {
 def add_arguments(parser):
     sub = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
     for name, (module, add, main, help_text) in BENCHES.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=parser.formatter_class)
         try:
             mod = importlib.import_module(module)
         except ImportError:

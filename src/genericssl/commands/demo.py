@@ -19,17 +19,19 @@ DEMO_SETTINGS = {
 
 
 def add_arguments(parser):
-    parser.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
+    parser.add_argument("--out", "-o", default="demo_out", help="output folder")
     parser.add_argument("--methods", default="ad,supervised", help="comma-separated methods to train")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", "-c", default="auto", help="auto, cpu, cuda, cuda:1, mps (the demo is sized for a CPU)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the data and the training")
     parser.add_argument("--size", type=int, default=48, help="volume edge in voxels (default 48)")
-    parser.add_argument("--max-epoch", type=int, default=DEMO_SETTINGS["max_epoch"])
+    parser.add_argument("--max-epoch", "-n", type=int, default=DEMO_SETTINGS["max_epoch"],
+                        help="last epoch, inclusive (epochs 0..N)")
     parser.add_argument("--iters-per-epoch", type=int, default=None,
                         help="cap on iterations per epoch (default: all, 8)")
-    parser.add_argument("--base-filters", type=int, default=DEMO_SETTINGS["base_filters"])
+    parser.add_argument("--base-filters", type=int, default=DEMO_SETTINGS["base_filters"],
+                        help="filters of the V-Net's first level")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def test_method(ckpt: Path, data_dir: Path, cfg, device, ids):

@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import UserError
+from ._common import positive_int
 from ..prepare.common import resize_nearest  # noqa: F401  (re-exported: it was defined here and is imported from here)
 
 SKIP_SUFFIXES = ("_label.npy",)  # prepared ground truth beside the images
@@ -31,19 +32,22 @@ def add_arguments(parser):
     parser.description = (
         "Segment scans with D_theta by the authors' sliding window (or one whole-volume pass). "
         "Inputs: a NIfTI scan, a prepared .npy array, or a folder of them.")
-    parser.add_argument("--checkpoint", "-c", required=True, type=Path,
+    parser.add_argument("--checkpoint", "-k", required=True, type=Path, metavar="FILE",
                         help="our checkpoint (carries its configuration) or the authors' best_model.pth "
                              "(then --task supplies classes, patch and filters)")
-    parser.add_argument("--input", "-i", required=True, type=Path, help="scan.nii.gz, array.npy, or a folder")
-    parser.add_argument("--output", "-o", required=True, type=Path, help="folder for the label maps")
+    parser.add_argument("--input", required=True, type=Path, metavar="PATH",
+                        help="scan.nii.gz, array.npy, or a folder of them")
+    parser.add_argument("--output", "-o", required=True, type=Path, metavar="DIR", help="folder for the label maps")
     g = parser.add_argument_group("model")
     g.add_argument("--task", "-t", help="the preset the checkpoint was trained with (la_0.1, synapse_0.2, ...)")
     g.add_argument("--config", help="YAML file of configuration fields (may name a preset with 'task:')")
     g.add_argument("--data-dir", help="the prepared dataset folder, whose dataset.json gives the array axes and, "
                                       "for a custom dataset, the orientation and resampling (default: the "
                                       "configuration's data_dir)")
-    g.add_argument("--num-classes", type=int, help="classes, background included")
-    g.add_argument("--base-filters", type=int, help="filters of the first level (32 in the paper)")
+    g.add_argument("--num-classes", type=positive_int, metavar="C",
+                   help="classes, background included (default: the checkpoint's)")
+    g.add_argument("--base-filters", type=positive_int, metavar="N",
+                   help="filters of the first level (default: the checkpoint's; 32 in the paper)")
     g.add_argument("--patch", "--patch-size", dest="patch", metavar="DxHxW", help="sliding-window patch size")
     w = parser.add_argument_group("windows")
     w.add_argument("--mode", choices=("window", "whole"), default="window",
@@ -51,11 +55,13 @@ def add_arguments(parser):
                         "padded to a multiple of 16, ~40x less work than stride 16/4, not the paper's labels")
     w.add_argument("--stride-preset", choices=("fine", "medium", "coarse"),
                    help="strides xy/z: fine 16/4 (the paper's), medium 64/16, coarse 128/32")
-    w.add_argument("--stride-xy", type=int, help="stride along the last two array axes (default: the preset's, 16)")
-    w.add_argument("--stride-z", type=int, help="stride along the first array axis (default: the preset's, 4)")
+    w.add_argument("--stride-xy", type=positive_int, metavar="N",
+                   help="stride along the last two array axes (default: the preset's, 16)")
+    w.add_argument("--stride-z", type=positive_int, metavar="N",
+                   help="stride along the first array axis (default: the preset's, 4)")
     w.add_argument("--overlap", type=float, metavar="F",
                    help="window overlap fraction in [0, 1) instead of strides: stride = patch x (1 - F) per axis")
-    w.add_argument("--batch-windows", type=int, default=4, metavar="B", help="windows per forward pass (default 4)")
+    w.add_argument("--batch-windows", type=positive_int, default=4, metavar="B", help="windows per forward pass")
     w.add_argument("--authors-padding", action="store_true",
                    help="keep the zero padding of a volume smaller than the patch in the label map, as the "
                         "authors do (.npy inputs only; a NIfTI label map must lie on the scan's grid)")
@@ -70,9 +76,10 @@ def add_arguments(parser):
                    help="for a 4D (cine) NIfTI: predict frame T, or every frame ('all') into a 4D label map")
     d.add_argument("--suffix", default="_seg", help="appended to a NIfTI input's name (default _seg)")
     r = parser.add_argument_group("runtime")
-    r.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1 or mps")
+    r.add_argument("--device", "-c", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps, "
+                                                       "or a GPU number")
     r.add_argument("--no-amp", action="store_true", help="float32 on CUDA too (default: float16 autocast)")
-    r.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    r.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for PyTorch (default: torch's)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -288,8 +295,8 @@ def resolve_strides(args, cfg) -> tuple[int, ...]:
     xy, z = cfg.stride_xy, cfg.stride_z
     if args.stride_preset:
         xy, z = STRIDE_PRESETS[args.stride_preset]
-    xy = args.stride_xy or xy
-    z = args.stride_z or z
+    xy = xy if args.stride_xy is None else args.stride_xy
+    z = z if args.stride_z is None else args.stride_z
     if args.overlap is not None:
         try:
             return overlap_strides(cfg.patch_size, args.overlap)

@@ -46,15 +46,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     data_root = os.environ.get("GENERICSSL_DATA", ".")
     parser.description = __doc__
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    from ..cli import HelpFormatter, RawDescriptionHelpFormatter
+
+    parser.formatter_class = RawDescriptionHelpFormatter
     sub = parser.add_subparsers(dest="dataset", metavar="DATASET", required=True)
     for name, (_, _, out, help_text) in DATASETS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
         if name == "synthetic":
             _add_synthetic_arguments(p)
             continue
         p.add_argument("--raw", required=True, help="the downloaded dataset's folder")
-        p.add_argument("--out", required=out is None, default=out and os.path.join(data_root, out),
+        p.add_argument("--out", "-o", required=out is None, default=out and os.path.join(data_root, out),
                        help="output folder" + (f" (default: {out} under $GENERICSSL_DATA or the current folder, "
                                                f"where the presets look for it)" if out else ""))
         p.add_argument("--force", action="store_true", help="redo cases already prepared")
@@ -85,7 +87,7 @@ def _add_synthetic_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--setting", required=True, choices=setting_names(),
                    help="demo: the demo's task and training settings; the others: the settings of "
                         "`genericssl bench accuracy` (ssl is its 10 %% column, ssl5 the 5 %% one)")
-    p.add_argument("--out", required=True, help="output folder (new, empty, or an earlier synthetic dataset)")
+    p.add_argument("--out", "-o", required=True, help="output folder (new, empty, or an earlier synthetic dataset)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated data and of training (default 0)")
     p.add_argument("--size", type=int, default=DEFAULT_SIZE,
                    help=f"volume edge in voxels (default {DEFAULT_SIZE}, at least {MIN_SIZE})")

@@ -10,24 +10,25 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ._common import add_nproc_argument, add_task_arguments, config_from_args, relaunched, resolve_data_dir
+from ._common import (add_nproc_argument, add_run_folder_arguments, add_task_arguments, config_from_args,
+                      positive_int, print_config_requested, relaunched, resolve_data_dir)
 
 
 def add_arguments(parser):
     add_task_arguments(parser)
-    parser.add_argument("--exp", "-i", default="", help="experiment name (run folder runs/<task>_<method>_<exp>)")
-    parser.add_argument("--out", help="run folder (default runs/<task>_<method>[_<exp>])")
-    parser.add_argument("--device", "-c", default="auto")
+    add_run_folder_arguments(parser)
     parser.add_argument("--no-train", action="store_true", help="only test and evaluate (train.sh -d false)")
-    parser.add_argument("--checkpoint", help="with --no-train: the best_model.pth to test (e.g. the authors' "
+    parser.add_argument("--checkpoint", "-k", metavar="FILE", help="with --no-train: the best_model.pth to test (e.g. the authors' "
                                              "released file); default: the run folder's")
-    parser.add_argument("--seeds", help="comma-separated seeds (default: the preset's)")
+    parser.add_argument("--seeds", metavar="S,S,...", help="comma-separated seeds (default: the preset's seeds)")
     parser.add_argument("--resume", action="store_true", help="resume each seed's training where it stopped")
-    parser.add_argument("--stride-xy", type=int, help="sliding-window stride on the last two axes (default 16)")
-    parser.add_argument("--stride-z", type=int, help="sliding-window stride on the first axis (default 4)")
+    parser.add_argument("--stride-xy", type=positive_int, metavar="N",
+                        help="sliding-window stride on the last two axes (default: the preset's, 16)")
+    parser.add_argument("--stride-z", type=positive_int, metavar="N",
+                        help="sliding-window stride on the first axis (default: the preset's, 4)")
     parser.add_argument("--authors-empty-score", action="store_true",
                         help="score a class absent from both maps as 1 (the authors' slip) instead of 100")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_nproc_argument(parser)
 
 
@@ -84,21 +85,26 @@ def main(args):
     from ..training import resolve_device
     from .train import default_out
 
+    from ..config import apply_overrides
+
     cfg = config_from_args(args)
+    strides = {k: getattr(args, k) for k in ("stride_xy", "stride_z") if getattr(args, k) is not None}
+    cfg = apply_overrides(cfg, strides, source={k: "flag --" + k.replace("_", "-") for k in strides}).validate()
+    if args.seeds:
+        cfg = apply_overrides(cfg, {"seeds": args.seeds}, source="flag --seeds").validate()
+    if print_config_requested(args, cfg):
+        return 0
     code = relaunched(args, cfg)
     if code is not None:
         return code
-    if args.stride_xy:
-        cfg.stride_xy = args.stride_xy
-    if args.stride_z:
-        cfg.stride_z = args.stride_z
     data_dir = resolve_data_dir(args, cfg)
     device = resolve_device(args.device)
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(cfg.seeds)
+    seeds = list(cfg.seeds)
     root = Path(args.out) if args.out else default_out(cfg, args.exp)
     runs = []
     for seed in seeds:
-        run_cfg = cfg if len(seeds) == 1 else type(cfg).from_dict({**cfg.to_dict(), "seed": seed})
+        run_cfg = cfg if len(seeds) == 1 and not args.seeds else apply_overrides(cfg, {"seed": seed},
+                                                                                 source="flag --seeds")
         # One seed runs the configuration as it is, with its own `seed`.
         runs.append((run_cfg.seed, run_cfg, root if len(seeds) == 1 else root / f"seed{seed}"))
     # Every seed trains first, then rank 0 tests them all: in several processes the

@@ -4,16 +4,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ._common import add_nproc_argument, add_task_arguments, config_from_args, relaunched, resolve_data_dir
+from ._common import (add_nproc_argument, add_run_folder_arguments, add_task_arguments, config_from_args,
+                      print_config_requested, relaunched, resolve_data_dir)
 
 
 def add_arguments(parser):
     add_task_arguments(parser)
-    parser.add_argument("--out", help="run folder (default runs/<task>_<method>[_<exp>])")
-    parser.add_argument("--exp", "-i", default="", help="experiment name, appended to the run folder")
-    parser.add_argument("--device", "-c", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    parser.add_argument("--resume", nargs="?", const="", default=None,
-                        help="continue a killed run from its last.pth (default: the run folder's)")
+    add_run_folder_arguments(parser)
+    parser.add_argument("--resume", nargs="?", const="", default=None, metavar="LAST_PTH",
+                        help="continue a killed run from its last.pth (default: the run folder's ckpts/last.pth)")
     parser.add_argument("--overwrite", action="store_true", help="start again in a folder that holds a run")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_nproc_argument(parser)
@@ -27,6 +26,8 @@ def main(args):
     from ..training import Trainer
 
     cfg = config_from_args(args)
+    if print_config_requested(args, cfg):
+        return 0
     code = relaunched(args, cfg)
     if code is not None:
         return code
