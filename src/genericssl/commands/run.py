@@ -8,6 +8,7 @@ seed and report mean ± std over the runs, as the paper does.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from ._common import (add_nproc_argument, add_run_folder_arguments, add_task_arguments, config_from_args,
@@ -121,7 +122,9 @@ def main(args):
         print(f"== {cfg.name} ({cfg.method}), seed {seed}: testing {out}")
         summaries.append(test_one(args, run_cfg, data_dir, out, device))
     if len(summaries) > 1:
-        agg = aggregate_runs(summaries)
+        agg = aggregate_runs(summaries, [f"seed {seed}" for seed, _, _ in runs])
+        if "warning" in agg:
+            print(f"genericssl run: warning: {agg['warning']}", file=sys.stderr)
         write_json(agg, root / "test_metrics_runs.json")
         print(format_runs_table(agg))
     print(json.dumps({"out": str(root), "seeds": [seed for seed, _, _ in runs]}))
