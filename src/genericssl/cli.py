@@ -20,6 +20,7 @@ COMMANDS = {
     "predict": "segment new scans with a trained checkpoint",
     "evaluate": "score label maps against ground truth (Dice, Jaccard, HD95, ASD)",
     "run": "train -> test -> evaluate in one command (the authors' train.sh)",
+    "export": "write D_theta as a TorchScript or ONNX file for serving",
     "demo": "train A&D and a supervised baseline on a synthetic task, on a CPU, in minutes",
     "bench": "speed benchmarks (train, infer) and the synthetic accuracy benchmark",
 }

@@ -263,15 +263,17 @@ def whole_volume_probs(model: torch.nn.Module, image, spatial_dims: int = 3, *, 
     return probs[(slice(None),) + crop]
 
 
-def predict_volume(model: torch.nn.Module, image, patch_size: Sequence[int], *,
+def predict_volume(model, image, patch_size: Sequence[int], *,
                    stride_xy: int = 16, stride_z: int = 4, strides: Sequence[int] | None = None,
                    mode: str = "window", batch_windows: int = 4, authors_padding: bool = False,
                    amp: bool | None = None, progress: bool = False, desc: str | None = None,
-                   device: torch.device | str | None = None, channels_last: bool | None = None) -> np.ndarray:
+                   device: torch.device | str | None = None, channels_last: bool | None = None,
+                   blend: str = "uniform", tta: str = "none") -> np.ndarray:
     """Label map (uint8) of one volume with D_theta.
 
     Args:
-        model: a DiffVNet. It is put in eval mode, moved to ``device`` when one is
+        model: a DiffVNet, or a list of them (an ensemble: their softmax is averaged).
+            It is put in eval mode, moved to ``device`` when one is
             given and, unless ``channels_last=False``, given channels-last weights
             on the CPU (:func:`prepare_model`; in place, results change only by rounding).
         image: (*S) or (K, *S) array, already normalised; S has the model's
@@ -287,47 +289,148 @@ def predict_volume(model: torch.nn.Module, image, patch_size: Sequence[int], *,
         amp: float16 autocast; None means on for CUDA only.
         progress: a progress bar (windows, or slices for a 2D model) on stderr.
         device: where to run (default: where the model is).
+        blend: ``"uniform"`` (the paper's: every window's softmax counts the same) or
+            ``"gaussian"`` (nnU-Net/MONAI importance weighting, through MONAI's
+            ``sliding_window_inference`` with the same window starts).
+        tta: ``"none"`` (the paper's) or ``"mirror"`` (softmax averaged over the
+            2^D axis flips, nnU-Net's default; 2^D times the work).
 
     Returns:
         (*S) uint8 labels (padded when ``authors_padding`` and padding was needed).
     """
     spatial_dims = len(patch_size)
-    model = prepare_model(model, device, channels_last)
+    models = _model_list(model)
+    models = [prepare_model(m, device, channels_last) for m in models]
     arr = image if torch.is_tensor(image) else np.asarray(image)
-    if spatial_dims == 2 and arr.ndim == 3 and getattr(model, "in_channels", 1) == 1:
+    if spatial_dims == 2 and arr.ndim == 3 and getattr(models[0], "in_channels", 1) == 1:
         slices = []
         from tqdm import tqdm
         for k in tqdm(range(arr.shape[0]), desc=desc or "slices", unit="slice", file=sys.stderr,
                       disable=not progress, leave=False):
-            slices.append(predict_volume(model, arr[k], patch_size, stride_xy=stride_xy, stride_z=stride_z,
+            slices.append(predict_volume(models if len(models) > 1 else models[0], arr[k], patch_size,
+                                         stride_xy=stride_xy, stride_z=stride_z,
                                          strides=strides, mode=mode, batch_windows=batch_windows,
-                                         authors_padding=authors_padding, amp=amp))
+                                         authors_padding=authors_padding, amp=amp, blend=blend, tta=tta))
         return np.stack(slices)
-    probs = predict_probs(model, arr, patch_size, stride_xy=stride_xy, stride_z=stride_z, strides=strides,
-                          mode=mode, batch_windows=batch_windows, authors_padding=authors_padding, amp=amp,
-                          progress=progress, desc=desc, channels_last=channels_last)
+    probs = predict_probs(models if len(models) > 1 else models[0], arr, patch_size, stride_xy=stride_xy,
+                          stride_z=stride_z, strides=strides, mode=mode, batch_windows=batch_windows,
+                          authors_padding=authors_padding, amp=amp, progress=progress, desc=desc,
+                          channels_last=channels_last, blend=blend, tta=tta)
+    return labels_from_probs(probs)
+
+
+def labels_from_probs(probs: torch.Tensor) -> np.ndarray:
+    """Argmax over the class axis (first class on ties), as uint8 (int16 beyond 256 classes)."""
     labels = torch.argmax(probs, dim=0)
     dtype = np.uint8 if probs.shape[0] <= 256 else np.int16
     return labels.to(torch.int16 if dtype == np.int16 else torch.uint8).cpu().numpy()
 
 
-def predict_probs(model: torch.nn.Module, image, patch_size: Sequence[int], *, stride_xy: int = 16,
+BLENDS = ("uniform", "gaussian")
+TTAS = ("none", "mirror")
+
+
+def _model_list(model) -> list:
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    if not models:
+        raise ValueError("no model given")
+    return models
+
+
+def mirror_flips(spatial_dims: int, tta: str = "mirror") -> list[tuple[int, ...]]:
+    """The spatial axes each test-time pass flips: () alone for ``tta="none"``, all 2^D subsets for mirror."""
+    if tta == "none":
+        return [()]
+    if tta != "mirror":
+        raise ValueError(f"tta must be one of {', '.join(TTAS)}, got {tta!r}")
+    axes = range(spatial_dims)
+    return [c for k in range(spatial_dims + 1) for c in itertools.combinations(axes, k)]
+
+
+def predict_probs(model, image, patch_size: Sequence[int], *, stride_xy: int = 16,
                   stride_z: int = 4, strides: Sequence[int] | None = None, mode: str = "window",
                   batch_windows: int = 4, authors_padding: bool = False, amp: bool | None = None,
                   progress: bool = False, desc: str | None = None, device: torch.device | str | None = None,
-                  channels_last: bool | None = None) -> torch.Tensor:
-    """The averaged softmax (C, *S) behind :func:`predict_volume` (same arguments), on the model's device."""
+                  channels_last: bool | None = None, blend: str = "uniform", tta: str = "none") -> torch.Tensor:
+    """The averaged softmax (C, *S) behind :func:`predict_volume` (same arguments), on the model's device.
+
+    With several models (an ensemble) and/or mirror TTA, the softmax of every
+    (model, flip) pass is averaged with equal weight; one model without TTA is the
+    single pass itself, bit for bit.
+    """
     spatial_dims = len(patch_size)
-    model = prepare_model(model, device, channels_last)
+    if blend not in BLENDS:
+        raise ValueError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
+    flips = mirror_flips(spatial_dims, tta)
+    models = [prepare_model(m, device, channels_last) for m in _model_list(model)]
+    if strides is None:
+        strides = axis_strides(spatial_dims, stride_xy, stride_z)
+    total, passes = None, 0
+    for k, m in enumerate(models):
+        x = _as_input(image, spatial_dims, _model_device(m))
+        for flip in flips:
+            dims = [1 + a for a in flip]
+            name = desc
+            if len(models) * len(flips) > 1:
+                name = f"{desc or 'windows'} [{'model %d ' % (k + 1) if len(models) > 1 else ''}" \
+                       f"{'flip ' + ''.join(map(str, flip)) if flip else 'no flip'}]"
+            probs = _single_pass_probs(m, torch.flip(x, dims) if dims else x, patch_size, strides, mode=mode,
+                                       batch_windows=batch_windows, authors_padding=authors_padding, amp=amp,
+                                       progress=progress, desc=name, blend=blend)
+            if dims:
+                probs = torch.flip(probs, dims)
+            if total is None:
+                total = probs
+            else:
+                if probs.shape != total.shape:
+                    raise ValueError(f"the models disagree on the output: {tuple(total.shape)} vs "
+                                     f"{tuple(probs.shape)} (different numbers of classes?)")
+                with torch.inference_mode():
+                    total += probs.to(total.device)
+            passes += 1
+    if passes == 1:
+        return total
+    with torch.inference_mode():
+        return total / passes
+
+
+def _single_pass_probs(model, image, patch_size, strides, *, mode, batch_windows, authors_padding, amp,
+                       progress, desc, blend) -> torch.Tensor:
+    spatial_dims = len(patch_size)
     if mode == "whole":
         return whole_volume_probs(model, image, spatial_dims, amp=amp)
     if mode != "window":
         raise ValueError(f"mode must be 'window' or 'whole', got {mode!r}")
-    if strides is None:
-        strides = axis_strides(spatial_dims, stride_xy, stride_z)
+    if blend == "gaussian":
+        return gaussian_window_probs(model, image, patch_size, strides, batch_windows=batch_windows, amp=amp,
+                                     progress=progress)
     probs, plan = sliding_window_probs(model, image, patch_size, strides, batch_windows=batch_windows, amp=amp,
                                        progress=progress, desc=desc)
     if authors_padding or not any(plan.pad):
         return probs
     crop = tuple(slice(q, q + s) for q, s in zip(plan.pad, plan.shape))
     return probs[(slice(None),) + crop]
+
+
+def gaussian_window_probs(model: torch.nn.Module, image, patch: Sequence[int], strides: Sequence[int], *,
+                          batch_windows: int = 4, amp: bool | None = None, progress: bool = False) -> torch.Tensor:
+    """Softmax (C, *S) with Gaussian importance weighting of each window (nnU-Net's, sigma = patch / 8).
+
+    MONAI's ``sliding_window_inference`` does the blending. Its window interval is
+    ``int(patch * (1 - overlap))``, so the overlap ``1 - (stride + 0.5) / patch`` per
+    axis puts the windows where our strides do (and the last one flush with the
+    end); only padding differs (MONAI pads a short axis to the patch, symmetric,
+    and crops back).
+    """
+    from monai.inferers import sliding_window_inference
+
+    device = _model_device(model)
+    x = _as_input(image, len(patch), device)[None]
+    overlap = [min(max(0.0, 1.0 - (s + 0.5) / p), 0.999) for s, p in zip(strides, patch)]
+    channels_last = _channels_last(model)
+    with torch.inference_mode():
+        out = sliding_window_inference(
+            x, roi_size=list(patch), sw_batch_size=max(1, int(batch_windows)),
+            predictor=lambda b: _forward_probs(model, b, amp, channels_last), overlap=overlap,
+            mode="gaussian", sigma_scale=0.125, padding_mode="constant", cval=0.0, progress=progress)
+    return out[0].float()
