@@ -143,3 +143,27 @@ def test_export_round_trips(tmp_path, fmt, capsys):
     with torch.no_grad():
         ref = net.eval()(x)
     assert torch.allclose(f(x), ref, atol=1e-4)
+
+
+def test_evaluate_reports_with_and_without_the_largest_component(tmp_path, capsys):
+    from genericssl.cli import main
+    gt = np.zeros((20, 20, 20), np.uint8)
+    gt[2:8, 2:8, 2:8] = 1
+    pred = gt.copy()
+    pred[14:17, 14:17, 14:17] = 1   # a stray blob: hurts HD95, removed by the filter
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "gt").mkdir()
+    np.save(tmp_path / "pred" / "c1.npy", pred)
+    np.save(tmp_path / "gt" / "c1_label.npy", gt)
+    js = tmp_path / "m.json"
+    code = main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--num-classes", "2",
+                 "--largest-component", "all", "--json", str(js), "--no-progress", "--workers", "1"])
+    assert code == 0, capsys.readouterr().err
+    out = json.loads(js.read_text())
+    assert out["largest_component"] == "all"
+    assert out["mean"]["dice_avg"] == pytest.approx(100.0)
+    assert out["mean_without_postprocessing"]["dice_avg"] < 100.0
+    assert "largest connected component" in capsys.readouterr().out
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--num-classes", "2",
+                 "--largest-component", "5", "--no-progress"]) == 2
+    assert "not foreground classes" in capsys.readouterr().err

@@ -276,7 +276,7 @@ def load_case(case: Case, spacing_mode: str | Sequence[float] | None = None, pad
 
 
 def _score_case(case: Case, num_classes: int | None, spacing_mode, authors_empty_score: bool,
-                pad_gt: bool) -> tuple[str, dict | str, int, int]:
+                pad_gt: bool, largest_component: str | None = None) -> tuple[str, dict | str, int, int]:
     """Worker: (id, scores or skip reason, gt max label, pred max label)."""
     try:
         pred, gt, spacing = load_case(case, spacing_mode, pad_gt)
@@ -284,6 +284,11 @@ def _score_case(case: Case, num_classes: int | None, spacing_mode, authors_empty
         gt_max = _check_range(gt, case.gt, num_classes)
         # Without num_classes, score what this case holds; the caller pads to the final count.
         n = num_classes or max(gt_max, pred_max, 1) + 1
+        if largest_component:
+            from .postprocess import largest_component as keep_largest, parse_classes
+            # Classes were checked against num_classes by the caller; a case's own count may be smaller.
+            named = parse_classes(largest_component, 2 ** 15) if largest_component != "all" else range(1, n)
+            pred = keep_largest(pred, [c for c in named if c < n])
         scores = metrics.case_scores(pred, gt, n, spacing, authors_empty_score=authors_empty_score)
         return case.id, scores, gt_max, pred_max
     except CaseError as e:
@@ -327,7 +332,7 @@ def _empty_class(authors_empty_score: bool) -> dict[str, float]:
 def evaluate_folder(pred_dir, gt, split: str | None = None, num_classes: int | None = None,
                     spacing: str | Sequence[float] | None = None, workers: int | None = None,
                     authors_empty_score: bool = False, pad_gt: bool = False,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, largest_component: str | None = None) -> dict:
     """Score every case of ``pred_dir`` against ``gt`` (see the module docstring for layouts).
 
     ``num_classes``: classes 1..num_classes-1 are scored; None takes it from
@@ -355,7 +360,14 @@ def evaluate_folder(pred_dir, gt, split: str | None = None, num_classes: int | N
         notes.append(f"num_classes {num_classes} from dataset.json (give --num-classes to change it)")
     by_id = {c.id: c for c in cases}
     workers = default_workers(len(cases)) if workers is None else max(1, int(workers))
-    args = (num_classes, spacing, authors_empty_score, pad_gt)
+    if largest_component:
+        from .postprocess import parse_classes
+        try:
+            parse_classes(largest_component, num_classes or 2 ** 15)
+        except ValueError as e:
+            raise UserError(f"largest component: {e}") from None
+        notes.append(f"scored after keeping the largest connected component of classes {largest_component}")
+    args = (num_classes, spacing, authors_empty_score, pad_gt, largest_component)
     results = {}
     for case_id, scores, gt_max, pred_max in _map_cases(cases, args, workers, progress):
         if isinstance(scores, str):
@@ -372,6 +384,7 @@ def evaluate_folder(pred_dir, gt, split: str | None = None, num_classes: int | N
         "num_classes": num_classes,
         "spacing": "voxel" if spacing in (None, "voxel") else spacing if isinstance(spacing, str) else list(spacing),
         "authors_empty_score": authors_empty_score,
+        "largest_component": largest_component,
         "cases": scored,
         "mean": metrics.mean_scores(list(scored.values())) if scored else None,
         "skipped": dict(sorted(skipped.items())),

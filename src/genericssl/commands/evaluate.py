@@ -54,6 +54,10 @@ def add_arguments(parser):
     parser.add_argument("--pad-gt", action="store_true",
                         help="zero-pad the ground truth symmetrically to a larger prediction, as the authors' "
                              "evaluation does for volumes smaller than the patch")
+    parser.add_argument("--largest-component", metavar="all|CLASSES",
+                        help="also score the maps after keeping the largest connected component of these "
+                             "classes ('all' or e.g. 1,3); both tables are printed, the JSON/CSV hold the "
+                             "post-processed scores and the plain means")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--aggregate", nargs="+", type=Path, metavar="JSON",
                         help="summaries of several runs (folds, seeds) to report as mean ± population std")
@@ -77,6 +81,15 @@ def main(args) -> int:
     print(evaluation.format_table(summary))
     if not summary["cases"]:
         raise UserError("no case could be scored (see the reasons above)")
+    if args.largest_component:
+        plain_mean = summary["mean"]
+        summary = evaluation.evaluate_folder(
+            args.pred, args.gt, split=args.split, num_classes=args.num_classes, spacing=args.spacing,
+            workers=args.workers, authors_empty_score=args.authors_empty_score, pad_gt=args.pad_gt,
+            progress=not args.no_progress, largest_component=args.largest_component)
+        summary["mean_without_postprocessing"] = plain_mean
+        print(f"\nafter keeping the largest connected component of classes {args.largest_component}:")
+        print(evaluation.format_table(summary))
     try:
         written = _write_outputs(args, summary, evaluation)
     except OSError as e:
