@@ -1,6 +1,7 @@
 """The one-command paths a user runs: demo, and run (train -> test -> evaluate)."""
 import json
 
+import numpy as np
 import torch
 
 from genericssl import DiffVNet
@@ -48,7 +49,19 @@ def test_run_with_several_seeds_aggregates(tmp_path):
     assert main(["run", "--data-dir", str(data), "--patch-size", "16x16x16", "--base-filters", "4",
                  "--batch-size", "2", "--num-classes", "2", "--num-workers", "0", "--max-epoch", "0",
                  "--method", "supervised", "--seeds", "0,1", "--stride-xy", "16", "--stride-z", "16",
-                 "--out", str(out), "--no-progress"]) == 0
+                 "--out", str(out), "--no-progress", "--ensemble"]) == 0
     agg = json.loads((out / "test_metrics_runs.json").read_text())
     assert agg["runs"] == 2 and "std" in agg
     assert (out / "seed0" / "ckpts" / "best_model.pth").exists() and (out / "seed1").is_dir()
+    # The ensemble of the two seeds: its softmax is the mean of theirs, so its labels are the
+    # argmax of the mean of the seeds' probabilities.
+    ens = json.loads((out / "ensemble" / "test_metrics.json").read_text())
+    assert set(ens["cases"]) == {"case08", "case09"}
+    from genericssl.checkpoint import load_model
+    from genericssl.inference import predict_probs
+    models = [load_model(out / f"seed{s}" / "ckpts" / "best_model.pth")[0] for s in (0, 1)]
+    image = np.load(data / "npy" / "case08_image.npy")
+    from genericssl.data.cases import normalize_intensity
+    x = normalize_intensity(image, {"clip": None, "percentile": None})
+    mean = sum(predict_probs(m, x, (16, 16, 16), stride_xy=16, stride_z=16) for m in models) / 2
+    assert (mean.argmax(0).numpy() == np.load(out / "ensemble" / "predictions" / "case08.npy")).mean() > 0.999

@@ -8,7 +8,7 @@ import torch
 
 from genericssl.checkpoint import save_checkpoint
 from genericssl.cli import main
-from genericssl.commands.predict import raw_preparation, resize_nearest
+from genericssl.predict import raw_preparation, resize_nearest
 from genericssl.config import TaskConfig, load_config
 from genericssl.imageio import as_3d, dataset_axes, read_volume, write_label_nifti
 from genericssl.errors import UserError
@@ -252,3 +252,52 @@ def test_nan_and_non_npy_inputs_are_named_once(ckpts, tmp_path, capsys):
     line = _skip_line(text, str(d / "notes_image.npy"))
     assert "is not a NumPy .npy file" in line and "pickled" not in line
     assert "Traceback" not in text
+
+
+def test_probabilities_ensemble_tta_component_overlay_and_label_files(ckpts, tmp_path, capsys):
+    # A scan that goes through a preparation step (Synapse: resized to the model's grid and back).
+    syn = DiffVNet(1, 14, 4, 3)
+    save_checkpoint({"state_dict": syn.state_dict(), "config": load_config("synapse_0.2").to_dict()
+                     | {"base_filters": 4}}, tmp_path / "syn.pth")
+    scan = _nifti(tmp_path / "scan.nii.gz", np.random.default_rng(5).random((40, 36, 12)).astype(np.float32) * 300)
+    code, text = _run(capsys, "-k", tmp_path / "syn.pth", "--input", scan, "-o", tmp_path / "p", "--mode", "whole",
+                      "--save-probabilities", "--overlay")
+    assert code == 0, text
+    seg = np.asarray(nib.load(str(tmp_path / "p" / "scan_seg.nii.gz")).dataobj)
+    npz = np.load(tmp_path / "p" / "scan_probs.npz")
+    probs = npz["probabilities"]
+    assert probs.dtype == np.float16 and probs.shape == (14, 40, 36, 12)
+    np.testing.assert_allclose(probs.astype(np.float32).sum(0), 1.0, atol=2e-2)
+    np.testing.assert_allclose(npz["affine"], AFFINE)
+    agree = (probs.astype(np.float32).argmax(0) == seg).mean()
+    assert agree > 0.99, agree   # float16 rounding may flip a near-tie
+    assert (tmp_path / "p" / "scan_seg_overlay.png").stat().st_size > 1000
+    assert '"Clear Label"' in (tmp_path / "p" / "labels.itksnap.txt").read_text()
+    assert (tmp_path / "p" / "labels.ctbl").is_file()
+
+    image = np.random.default_rng(1).random((20, 36, 33)).astype(np.float32)
+    np.save(tmp_path / "case7_image.npy", image)
+    one = tmp_path / "one"
+    assert _run(capsys, "-k", ckpts / "ours.pth", "--input", tmp_path / "case7_image.npy", "-o", one,
+                "--save-probabilities")[0] == 0
+    # An ensemble of the same checkpoint twice is that checkpoint.
+    two = tmp_path / "two"
+    code, text = _run(capsys, "-k", ckpts / "ours.pth", ckpts / "ours.pth", "--input", tmp_path / "case7_image.npy",
+                      "-o", two, "--save-probabilities")
+    assert code == 0 and "ensemble of 2" in text, text
+    assert np.array_equal(np.load(one / "case7.npy"), np.load(two / "case7.npy"))
+    np.testing.assert_array_equal(np.load(one / "case7_probs.npz")["probabilities"],
+                                  np.load(two / "case7_probs.npz")["probabilities"])
+    p = np.load(one / "case7_probs.npz")["probabilities"]
+    assert np.array_equal(p.argmax(0), np.load(one / "case7.npy")) or (p.argmax(0) == np.load(one / "case7.npy")).mean() > 0.99
+    # Mirror TTA and the largest component run and say so.
+    code, text = _run(capsys, "-k", ckpts / "ours.pth", "--input", tmp_path / "case7_image.npy", "-o",
+                      tmp_path / "t", "--tta", "mirror", "--largest-component", "all", "--stride-preset", "coarse")
+    assert code == 0 and "mirror TTA (8 passes)" in text and "largest component of classes 1" in text, text
+    lab = np.load(tmp_path / "t" / "case7.npy")
+    from scipy import ndimage
+    assert ndimage.label(lab == 1)[1] <= 1
+    # An ensemble member for another task is refused by name.
+    code, text = _run(capsys, "-k", ckpts / "ours.pth", tmp_path / "syn.pth", "--input", tmp_path / "case7_image.npy",
+                      "-o", tmp_path / "x")
+    assert code == 2 and "syn.pth cannot join an ensemble" in text and "num_classes" in text

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from genericssl.cli import main as cli
-from genericssl.commands.predict import raw_preparation
+from genericssl.predict import raw_preparation
 from genericssl.config import load_config
 from genericssl.imageio import as_3d, dataset_axes, read_volume
 from prepare_fixtures import (VENDOR_DIRS, lps_affine, make_la, make_mmwhs, make_mnms,

@@ -455,6 +455,16 @@ def load_config(task: str | None = None, config_file: str | Path | None = None,
     return cfg.validate(problems + more)
 
 
+def data_path(cfg: TaskConfig, given: str | Path | None = None) -> Path:
+    """The prepared dataset folder: ``given``, else ``cfg.data_dir`` (a relative one under $GENERICSSL_DATA)."""
+    import os
+
+    if given:
+        return Path(given)
+    path = Path(cfg.data_dir)
+    return path if path.is_absolute() else Path(os.environ.get("GENERICSSL_DATA", ".")) / path
+
+
 def format_config(cfg: TaskConfig) -> str:
     """The resolved configuration as YAML, each field with its source and description."""
     lines = []

@@ -1,7 +1,6 @@
 """Arguments shared by the commands that build a task configuration."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import yaml
@@ -109,12 +108,8 @@ def add_run_folder_arguments(parser) -> None:
 
 
 def resolve_data_dir(args, cfg) -> Path:
-    if getattr(args, "data_dir", None):
-        return Path(args.data_dir)
-    path = Path(cfg.data_dir)
-    if path.is_absolute():
-        return path
-    return Path(os.environ.get("GENERICSSL_DATA", ".")) / path
+    from ..config import data_path
+    return data_path(cfg, getattr(args, "data_dir", None))
 
 
 def add_nproc_argument(parser) -> None:

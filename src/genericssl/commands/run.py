@@ -29,6 +29,9 @@ def add_arguments(parser):
                         help="sliding-window stride on the first axis (default: the preset's, 4)")
     parser.add_argument("--authors-empty-score", action="store_true",
                         help="score a class absent from both maps as 1 (the authors' slip) instead of 100")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="with several seeds: also test the seeds' best models as one ensemble (softmax "
+                             "averaged), into <out>/ensemble beside the per-seed results")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_nproc_argument(parser)
 
@@ -46,8 +49,9 @@ def predict_split(model, cfg, data_dir: Path, split: str, out_dir: Path, device,
     ids = read_split(data_dir, split)
     ds = EvalDataset(data_dir, ids, cfg, crop=False, need_label=False, cache=False)
     for item in tqdm(ds, desc=f"testing on {split}", disable=not progress):
-        pred = predict_volume(model, item["image"][0].numpy(), cfg.patch_size, stride_xy=cfg.stride_xy,
-                              stride_z=cfg.stride_z, device=device, progress=False)
+        image = item["image"].numpy()
+        pred = predict_volume(model, image[0] if cfg.in_channels == 1 else image, cfg.patch_size,
+                              stride_xy=cfg.stride_xy, stride_z=cfg.stride_z, device=device, progress=False)
         np.save(out_dir / f"{item['id']}.npy", pred.astype(np.uint8))
     return ids
 
@@ -61,15 +65,16 @@ def train_one(args, cfg, data_dir: Path, out: Path, device) -> None:
             progress=not args.no_progress).fit()
 
 
-def test_one(args, cfg, data_dir: Path, out: Path, device) -> dict:
-    """Sliding-window test and evaluation of one seed's best model."""
+def test_one(args, cfg, data_dir: Path, out: Path, device, checkpoints: list[Path] | None = None) -> dict:
+    """Sliding-window test and evaluation of one seed's best model (or of an ensemble of ``checkpoints``)."""
     from ..checkpoint import load_model
     from ..evaluation import evaluate_folder, format_table, write_csv, write_json
 
-    ckpt = Path(args.checkpoint) if args.checkpoint else out / "ckpts" / "best_model.pth"
-    model, cfg_ckpt = load_model(ckpt, base=cfg)
+    if checkpoints is None:
+        checkpoints = [Path(args.checkpoint) if args.checkpoint else out / "ckpts" / "best_model.pth"]
     # The test-time fields (strides, splits, intensity) come from this command, not the file.
-    model.to(device)
+    models = [load_model(ck, base=cfg)[0].to(device) for ck in checkpoints]
+    model = models[0] if len(models) == 1 else models
     pred_dir = out / "predictions"
     predict_split(model, cfg, data_dir, cfg.splits["test"], pred_dir, device, progress=not args.no_progress)
     summary = evaluate_folder(pred_dir, data_dir, split=cfg.splits["test"], num_classes=cfg.num_classes,
@@ -127,5 +132,10 @@ def main(args):
             print(f"genericssl run: warning: {agg['warning']}", file=sys.stderr)
         write_json(agg, root / "test_metrics_runs.json")
         print(format_runs_table(agg))
+        if args.ensemble:
+            print(f"== {cfg.name} ({cfg.method}): testing the ensemble of seeds "
+                  f"{', '.join(str(seed) for seed, _, _ in runs)} in {root / 'ensemble'}")
+            test_one(args, cfg, data_dir, root / "ensemble", device,
+                     checkpoints=[out / "ckpts" / "best_model.pth" for _, _, out in runs])
     print(json.dumps({"out": str(root), "seeds": [seed for seed, _, _ in runs]}))
     return 0

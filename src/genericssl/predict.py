@@ -1,0 +1,470 @@
+"""Segment new scans with trained checkpoints: what `genericssl predict` does, as a library.
+
+A NIfTI scan goes through its dataset's preparation (reorientation, resizing,
+intensity handling), is segmented, and its label map is mapped back onto the
+scan's own grid (nearest neighbour) and written as ``<name>_seg.nii.gz`` with the
+scan's affine and header. A prepared ``.npy`` array (``<id>_image.npy``) is only
+normalised; its label map is written as ``<id>.npy``, the name
+``genericssl evaluate`` pairs with ``<id>_label.npy``.
+
+Options beyond the paper's prediction (:class:`PredictOptions`): several
+checkpoints (an ensemble, softmax averaged), mirror test-time augmentation,
+Gaussian window blending, the averaged softmax written beside the labels
+(float16 ``.npz``, on the scan's own grid), the largest connected component per
+class, and a PNG overlay per scan. Every output folder also gets the viewers'
+label files (ITK-SNAP, 3D Slicer) with the dataset's class names.
+
+    from genericssl.predict import PredictOptions, load_predictor, predict_paths
+    predictor = load_predictor(["seed0/best_model.pth", "seed1/best_model.pth"],
+                               options=PredictOptions(tta="mirror"))
+    summary = predict_paths(predictor, "scans/", "seg/")
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .errors import UserError
+from .prepare.common import resize_nearest  # noqa: F401  (re-exported: callers import it from here)
+
+SKIP_SUFFIXES = ("_label.npy",)  # prepared ground truth beside the images
+PROB_SUFFIX = "_probs.npz"
+
+
+# ------------------------------------------------------------------ raw scans
+@dataclass
+class RawPreparation:
+    """How a new NIfTI scan reaches the training grid, and how its labels come back.
+
+    ``forward(data_xyz, affine) -> (array in the model's axes, context)``;
+    ``backward(labels, context) -> labels (x, y, z)`` on the scan's grid.
+    """
+    name: str
+    forward: Callable
+    backward: Callable
+    note: str | None = None
+
+
+def _through(prepare_image, restore_label, axes: str, orientation=None) -> tuple[Callable, Callable]:
+    """forward/backward around a dataset's own ``prepare_image``/``restore_label`` (prepare/*.py),
+    which work on arrays in the model's order: the NIfTI axes and, where the dataset has one,
+    its orientation are turned on the way in and back on the way out."""
+    from .imageio import from_array_axes, to_array_axes
+    from .prepare.common import reorient, unorient
+
+    def forward(data, affine):
+        if orientation:
+            data, _ = reorient(data, affine, orientation)
+        arr, restore = prepare_image(to_array_axes(data, axes))
+        return arr, (restore, affine)
+
+    def backward(labels, ctx):
+        restore, affine = ctx
+        out = from_array_axes(restore_label(labels, restore), axes)
+        return unorient(out, affine, orientation) if orientation else out
+
+    return forward, backward
+
+
+def _custom_preparation(axes: str, data_dir) -> RawPreparation:
+    """A custom dataset's reorientation and resampling, as its dataset.json recorded them."""
+    from .prepare import custom
+
+    path = Path(data_dir) / "dataset.json" if data_dir is not None else None
+    try:
+        recorded = json.loads(path.read_text()).get("preparation") if path and path.is_file() else None
+    except (OSError, ValueError):
+        recorded = None
+    if not isinstance(recorded, dict):
+        where = path if path is not None else "the prepared dataset"
+        return RawPreparation(
+            "axes only", *_through(custom.prepare_image, custom.restore_label, axes),
+            f"{where} records no orientation or resampling (missing, or prepared by an older genericssl): "
+            f"the scan is only reordered to the model's axes; give --data-dir the prepared folder, or re-run "
+            f"`genericssl prepare custom`")
+    orientation, resample = recorded.get("orientation"), recorded.get("resample")
+    steps = ([f"reorient to {orientation}"] if orientation else []) + \
+        ([f"resize to {'x'.join(map(str, resample))} (trilinear)"] if resample else [])
+    return RawPreparation(", ".join(steps) or "axes only",
+                          *_through(lambda image: custom.prepare_image(image, resample), custom.restore_label,
+                                    axes, orientation))
+
+
+def raw_preparation(cfg, axes: str, enabled: bool = True, data_dir=None) -> RawPreparation:
+    """The preparation of ``cfg.dataset``'s training data that can run without a label
+    (``data_dir``: the prepared folder, whose dataset.json a custom dataset's steps are read from)."""
+    from .imageio import from_array_axes, to_array_axes
+    from .prepare import la, mmwhs, mnms, synapse
+
+    if enabled and cfg.dataset == "custom":
+        return _custom_preparation(axes, data_dir)
+    if not enabled or cfg.dataset not in ("synapse", "mmwhs", "mnms", "la"):
+        return RawPreparation("axes only", lambda data, affine: (to_array_axes(data, axes), None),
+                              lambda labels, ctx: from_array_axes(labels, axes))
+    if cfg.dataset == "synapse":
+        return RawPreparation(f"resize to {'x'.join(map(str, synapse.SIZE))} (trilinear)",
+                              *_through(synapse.prepare_image, synapse.restore_label, axes))
+    if cfg.dataset == "mmwhs":
+        note = ("MMWHS training volumes were cropped to the heart's bounding box, which needs a label: a new "
+                "scan is segmented over its whole field of view (clip and z-score from the whole volume), "
+                "so expect lower accuracy than on prepared cases")
+        return RawPreparation(f"reorient to RAI, clip to [0, p98], z-score, resize to {mmwhs.SIZE}^3",
+                              *_through(mmwhs.prepare_image, mmwhs.restore_label, axes, mmwhs.RAI), note)
+    if cfg.dataset == "mnms":
+        note = ("M&Ms training frames kept only the labeled slices, which needs a label: a new scan is "
+                "segmented on all its slices")
+        if cfg.spatial_dims == 3:
+            return RawPreparation(f"central in-plane crop, resize to {'x'.join(map(str, mnms.SIZE))}",
+                                  *_through(mnms.prepare_image, mnms.restore_label, axes), note)
+        return RawPreparation(f"central in-plane crop, slices resized to short side {mnms.SHORT_SIDE}",
+                              *_through(mnms.prepare_image_2d, mnms.restore_label, axes), note)
+    return RawPreparation("axes only", *_through(la.prepare_image, la.restore_label, axes))
+
+
+# ------------------------------------------------------------------ inputs
+def collect_inputs(path: Path, suffix: str) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Files to predict, and (file, why) for those of a folder that are left out."""
+    from .imageio import kind_of
+
+    if not path.exists():
+        raise UserError(f"--input {path} does not exist")
+    if path.is_file():
+        if kind_of(path) is None:
+            raise UserError(f"--input {path}: not a NIfTI (.nii, .nii.gz) or .npy file")
+        return [path], []
+    files, skipped = [], []
+    for p in sorted(path.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_dir():
+            skipped.append((p, "a folder (folders are not searched)"))
+        elif kind_of(p) is None:
+            skipped.append((p, "not a NIfTI or .npy file"))
+        elif p.name.endswith(SKIP_SUFFIXES):
+            skipped.append((p, "a prepared label array"))
+        elif suffix and any(p.name.endswith(f"{suffix}{e}") for e in (".nii.gz", ".nii")):
+            skipped.append((p, f"a label map written by predict (ends with {suffix})"))
+        else:
+            files.append(p)
+    if not files:
+        raise UserError(f"--input {path}: no NIfTI or .npy images in this folder")
+    return files, skipped
+
+
+def write_or_fail(out: Path, write) -> None:
+    """Run ``write``; an OSError (a full disk, an unwritable folder) becomes a UserError naming
+    ``out``, so that one scan that cannot be written is skipped like one that cannot be read."""
+    try:
+        write()
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
+
+
+def make_output_dir(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file of that name, no permission, a read-only disk
+        raise UserError(f"--output {folder}: cannot create the folder: {e.strerror or e}") from None
+
+
+def skip_line(path: Path, why: str) -> str:
+    """``name: why``, unless ``why`` already starts with the name or names the file in full."""
+    return why if why.startswith(path.name) or str(path) in why else f"{path.name}: {why}"
+
+
+def output_path(path: Path, out_dir: Path, suffix: str) -> Path:
+    from .imageio import kind_of, stem_of
+
+    stem = stem_of(path)
+    if kind_of(path) == "npy":
+        return out_dir / f"{stem.removesuffix('_image') or stem}.npy"
+    return out_dir / f"{stem}{suffix}.nii.gz"
+
+
+# ------------------------------------------------------------------ the predictor
+@dataclass
+class PredictOptions:
+    """How to predict. The defaults are the paper's: one model, uniform windows, no TTA."""
+    mode: str = "window"                 # "window" (the paper's) or "whole" (one pass)
+    strides: tuple | None = None         # per axis; None: the configuration's stride_xy/stride_z
+    batch_windows: int = 4
+    authors_padding: bool = False
+    normalize: bool = True
+    prepare: bool = True                 # NIfTI inputs through the dataset's preparation
+    axes: str | None = None              # array axes of the model; None: dataset.json's
+    frame: int | str | None = None       # 4D inputs: a frame number or "all"
+    suffix: str = "_seg"
+    amp: bool | None = None
+    tta: str = "none"                    # or "mirror"
+    blend: str = "uniform"               # or "gaussian"
+    save_probabilities: bool = False
+    largest_component: str | None = None  # "all" or "1,3"
+    overlay: bool = False
+    progress: bool = True
+
+
+@dataclass
+class Predictor:
+    models: list
+    cfg: object
+    strides: tuple
+    prep: "RawPreparation"
+    options: PredictOptions
+    lcc_classes: list = field(default_factory=list)
+    noted: bool = False
+
+    def probabilities(self, array: np.ndarray, desc: str, authors_padding: bool = False):
+        """The averaged softmax (C, *S) of one prepared array, as a CPU float32 tensor."""
+        import torch
+
+        from .data.cases import normalize_intensity
+        from .inference import predict_probs
+
+        if not np.all(np.isfinite(array)):
+            raise UserError(f"{desc}: the image holds NaN or infinite values")
+        o = self.options
+        image = normalize_intensity(array, self.cfg.intensity) if o.normalize else array.astype(np.float32)
+        models = self.models if len(self.models) > 1 else self.models[0]
+        kw = dict(strides=self.strides, mode=o.mode, batch_windows=o.batch_windows,
+                  authors_padding=authors_padding, amp=o.amp, blend=o.blend, tta=o.tta)
+        if len(self.cfg.patch_size) == 2 and image.ndim == 3 and self.cfg.in_channels == 1:
+            # A 2D model predicts slice by slice along the first axis.
+            probs = [predict_probs(models, image[k], self.cfg.patch_size, **kw).cpu() for k in range(len(image))]
+            return torch.stack(probs, dim=1)
+        return predict_probs(models, image, self.cfg.patch_size, progress=o.progress, desc=desc, **kw).cpu()
+
+    def labels(self, probs) -> np.ndarray:
+        from .inference import labels_from_probs
+        from .postprocess import largest_component
+
+        labels = labels_from_probs(probs)
+        return largest_component(labels, self.lcc_classes) if self.lcc_classes else labels
+
+    def predict_file(self, path: Path, out: Path) -> str:
+        from .imageio import as_3d, read_volume, write_label_nifti, write_npy
+
+        o = self.options
+        vol = read_volume(path)
+        if vol.kind == "npy":
+            arr = vol.data
+            want = {self.cfg.spatial_dims, 3}
+            if arr.ndim not in want:
+                raise UserError(f"{path} is {arr.ndim}D with shape {tuple(arr.shape)}; expected a prepared "
+                                f"{'2D or 3D' if self.cfg.spatial_dims == 2 else '3D'} array")
+            probs = self.probabilities(arr, path.name, o.authors_padding)
+            labels = self.labels(probs)
+            write_or_fail(out, lambda: write_npy(out, labels))
+            if o.save_probabilities:
+                self._write_probs(out, probs.numpy())
+            if o.overlay:
+                self._overlay(out, arr, labels)
+            return f"{tuple(arr.shape)} -> {tuple(labels.shape)}"
+        if self.prep.note and not self.noted:
+            print(f"note: {self.prep.note}")
+            self.noted = True
+        if o.frame == "all" and vol.data.ndim == 4:
+            frames = [vol.data[..., t] for t in range(vol.data.shape[3])]
+        else:
+            frames = [as_3d(vol, None if o.frame in (None, "all") else int(o.frame))]
+        maps, prob_maps = [], []
+        for t, data in enumerate(frames):
+            arr, ctx = self.prep.forward(data, vol.affine)
+            desc = path.name if len(frames) == 1 else f"{path.name} t={t}"
+            probs = self.probabilities(arr, desc)
+            maps.append(self.prep.backward(self.labels(probs), ctx))
+            if o.save_probabilities:
+                prob_maps.append(self._probs_back(probs.numpy(), ctx))
+        labels = maps[0] if len(maps) == 1 else np.stack(maps, axis=-1)
+        write_or_fail(out, lambda: write_label_nifti(out, labels, vol, self.cfg.num_classes))
+        if o.save_probabilities:
+            self._write_probs(out, prob_maps[0] if len(prob_maps) == 1 else np.stack(prob_maps, axis=-1),
+                              affine=vol.affine)
+        if o.overlay:
+            self._overlay(out, frames[0], maps[0])
+        return f"{tuple(vol.data.shape)} -> {out.name}"
+
+    def _probs_back(self, probs: np.ndarray, ctx) -> np.ndarray:
+        """Class probabilities on the scan's grid: each foreground channel through the same
+        nearest-neighbour way back as the labels; background is the rest, so that outside the
+        prepared box (background in the label map) it is 1 and every voxel sums to 1."""
+        fg = [self.prep.backward(p, ctx).astype(np.float32) for p in probs[1:]]
+        return np.stack([1.0 - np.sum(fg, axis=0)] + fg)
+
+    def _write_probs(self, out: Path, probs: np.ndarray, affine=None) -> None:
+        path = probability_path(out, self.options.suffix)
+        extra = {} if affine is None else {"affine": np.asarray(affine, np.float64)}
+
+        def write():
+            tmp = path.with_name(path.name + ".tmp.npz")
+            np.savez_compressed(tmp, probabilities=probs.astype(np.float16), **extra)
+            tmp.replace(path)
+        write_or_fail(path, write)
+
+    def _overlay(self, out: Path, image: np.ndarray, labels: np.ndarray) -> None:
+        from .plots import plot_overlays
+
+        png = out.with_name(out.name.split(".")[0] + "_overlay.png")
+        image = np.asarray(image, np.float32)
+        if image.ndim == 4:  # channels first: show the first
+            image = image[0]
+        write_or_fail(png, lambda: plot_overlays(image, {"prediction": labels}, png, self.cfg.num_classes,
+                                                 title=out.name))
+
+
+def probability_path(label_path: Path, suffix: str = "_seg") -> Path:
+    """``scan_seg.nii.gz`` -> ``scan_probs.npz``; ``case7.npy`` -> ``case7_probs.npz``."""
+    stem = label_path.name.split(".")[0]
+    stem = stem.removesuffix(suffix) if suffix and label_path.name.endswith((".nii", ".nii.gz")) else stem
+    return label_path.with_name(stem + PROB_SUFFIX)
+
+
+def resolve_strides(cfg, stride_xy: int | None = None, stride_z: int | None = None,
+                    preset: str | None = None, overlap: float | None = None) -> tuple[int, ...]:
+    """Per-axis strides: the configuration's, a preset (fine/medium/coarse), explicit ones, or an overlap."""
+    from .inference import STRIDE_PRESETS, axis_strides, overlap_strides
+
+    xy, z = cfg.stride_xy, cfg.stride_z
+    if preset:
+        xy, z = STRIDE_PRESETS[preset]
+    xy = xy if stride_xy is None else stride_xy
+    z = z if stride_z is None else stride_z
+    if overlap is not None:
+        try:
+            return overlap_strides(cfg.patch_size, overlap)
+        except ValueError as e:
+            raise UserError(f"--overlap: {e}") from None
+    if xy < 1 or z < 1:
+        raise UserError(f"strides must be at least 1 (got xy {xy}, z {z})")
+    return axis_strides(cfg.spatial_dims, xy, z)
+
+
+def load_checkpoint_model(checkpoint, base=None, overrides: dict | None = None):
+    """(model, cfg): our checkpoint's own configuration, or the task's (``base``) for the authors' files."""
+    from .checkpoint import architecture_of, build_model, config_from_checkpoint, load_checkpoint
+    from .config import TaskConfig
+
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    ckpt = load_checkpoint(checkpoint)
+    if base is None and "config" not in ckpt and "patch_size" not in overrides:
+        print(f"warning: {checkpoint} carries no configuration and no --task was given: patch "
+              f"{'x'.join(map(str, TaskConfig().patch_size))} and plain min-max intensity scaling are assumed; "
+              f"pass the --task it was trained for", file=sys.stderr)
+    if base is not None and "config" not in ckpt:
+        # The authors' files say nothing of their task; a preset that disagrees with the weights is the wrong one.
+        arch = architecture_of(ckpt["state_dict"])
+        wrong = [f"{k}: checkpoint has {arch[k]}, task {base.name} has {getattr(base, k)}"
+                 for k in ("num_classes", "base_filters", "spatial_dims")
+                 if overrides.get(k) is None and arch[k] != getattr(base, k)]
+        if wrong:
+            raise UserError(f"{checkpoint} does not fit this task ({'; '.join(wrong)}); pass the task it "
+                            f"was trained for, or override with --num-classes/--base-filters")
+    cfg = config_from_checkpoint(ckpt, base, overrides, source=str(checkpoint)).validate()
+    model = build_model(cfg, ckpt["state_dict"], source=str(checkpoint))
+    return model.eval(), cfg
+
+
+# What every member of an ensemble must share with the first: its outputs are averaged voxel by voxel.
+_ENSEMBLE_FIELDS = ("num_classes", "in_channels", "spatial_dims", "patch_size", "intensity", "dataset")
+
+
+def load_predictor(checkpoints: Sequence, *, base=None, overrides: dict | None = None,
+                   options: PredictOptions | None = None, device="auto", data_dir=None,
+                   strides: tuple | None = None) -> Predictor:
+    """A :class:`Predictor` for one checkpoint or an ensemble of several (same task)."""
+    from .config import data_path
+    from .devices import resolve_device
+    from .imageio import dataset_axes
+    from .inference import prepare_model
+    from .postprocess import parse_classes
+
+    options = options or PredictOptions()
+    checkpoints = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
+    if not checkpoints:
+        raise UserError("no checkpoint given")
+    dev = resolve_device(device)
+    models, cfg = [], None
+    for ck in checkpoints:
+        model, c = load_checkpoint_model(ck, base, overrides)
+        if cfg is None:
+            cfg = c
+        else:
+            wrong = [f"{k}: {getattr(c, k)} vs {getattr(cfg, k)}" for k in _ENSEMBLE_FIELDS
+                     if getattr(c, k) != getattr(cfg, k)]
+            if wrong:
+                raise UserError(f"{ck} cannot join an ensemble with {checkpoints[0]} ({'; '.join(wrong)})")
+        models.append(prepare_model(model, dev))
+    try:
+        lcc = parse_classes(options.largest_component, cfg.num_classes)
+    except ValueError as e:
+        raise UserError(f"--largest-component: {e}") from None
+    data_dir = data_path(cfg, data_dir)
+    axes = options.axes or dataset_axes(cfg.dataset, data_dir)
+    options.axes = axes
+    prep = raw_preparation(cfg, axes, enabled=options.prepare, data_dir=data_dir)
+    strides = tuple(strides) if strides is not None else resolve_strides(cfg)
+    pred = Predictor(models, cfg, strides, prep, options, lcc)
+    pred.device, pred.data_dir = dev, data_dir
+    return pred
+
+
+def describe(pred: Predictor, n_files: int) -> str:
+    o, cfg = pred.options, pred.cfg
+    how = (f"sliding window {'x'.join(map(str, cfg.patch_size))}, strides {'/'.join(map(str, pred.strides))}, "
+           f"{o.batch_windows} per pass" + (", Gaussian blending" if o.blend == "gaussian" else "")
+           if o.mode == "window" else "whole volume, one pass")
+    extras = [f"ensemble of {len(pred.models)}"] if len(pred.models) > 1 else []
+    if o.tta == "mirror":
+        extras.append(f"mirror TTA ({2 ** cfg.spatial_dims} passes)")
+    if pred.lcc_classes:
+        extras.append(f"largest component of classes {','.join(map(str, pred.lcc_classes))}")
+    return (f"predict: {n_files} file(s), {cfg.num_classes} classes, {how}"
+            f"{'; ' + ', '.join(extras) if extras else ''}; on {getattr(pred, 'device', 'cpu')}; "
+            f"NIfTI arrays {o.axes}, preparation: {pred.prep.name}")
+
+
+def predict_paths(pred: Predictor, inputs, output) -> dict:
+    """Segment every file of ``inputs`` (a file or a folder) into ``output``.
+
+    One scan that cannot be read, segmented or written is reported and skipped; the
+    others go on. Returns ``{"written": {out: input}, "skipped": [(path, why)],
+    "failed": [(path, why)], "seconds": total, "label_files": [...]}``.
+    """
+    from .labelfiles import class_names, write_label_files
+
+    inputs, output = Path(inputs), Path(output)
+    files, skipped = collect_inputs(inputs, pred.options.suffix)
+    print(describe(pred, len(files)))
+    if pred.options.authors_padding and any(f.name.endswith((".nii", ".nii.gz")) for f in files):
+        print("note: --authors-padding applies to .npy inputs; NIfTI label maps are cropped to the scan's grid")
+    make_output_dir(output)
+    failed, written = [], {}
+    start = time.perf_counter()
+    for i, path in enumerate(files, 1):
+        out = output_path(path, output, pred.options.suffix)
+        if out in written:
+            failed.append((path, f"its label map {out.name} would overwrite that of {written[out].name}"))
+            continue
+        t0 = time.perf_counter()
+        try:
+            what = pred.predict_file(path, out)
+        except (UserError, ValueError, RuntimeError, MemoryError) as e:
+            # One unusable scan (or one too large for memory) must not stop the others.
+            failed.append((path, str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"))
+            print(f"[{i}/{len(files)}] {path.name}: skipped", flush=True)
+            continue
+        written[out] = path
+        print(f"[{i}/{len(files)}] {path.name}: {what} ({time.perf_counter() - t0:.1f} s)", flush=True)
+    label_files = []
+    if written:
+        try:
+            label_files = write_label_files(output, class_names(pred.cfg.num_classes, pred.data_dir))
+        except OSError as e:
+            failed.append((output, f"cannot write the label description files: {e.strerror or e}"))
+    return {"written": written, "skipped": skipped, "failed": failed,
+            "seconds": time.perf_counter() - start, "label_files": label_files}
