@@ -7,6 +7,7 @@ preset supplies the rest, and the architecture is read off the weights.
 """
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -18,21 +19,61 @@ from .errors import UserError
 from .models.diff_vnet import DiffVNet
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _mount_point(path: Path) -> Path:
+    path = path.resolve()
+    while not os.path.ismount(path) and path.parent != path:
+        path = path.parent
+    return path
+
+
 def save_checkpoint(payload: dict, path: str | Path) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file.
+
+    The file gets the permissions of any other output (0666 less the umask; mkstemp's
+    are 0600). A full disk or an unwritable folder is a :class:`UserError` that says
+    the previous file of that name is intact.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        full = isinstance(e, OSError) and e.errno == errno.ENOSPC or \
+            (isinstance(e, RuntimeError) and ("No space left" in str(e) or "unexpected pos" in str(e)))
+        if full:
+            raise UserError(f"no space left on {_mount_point(path.parent)} while writing {path}; the previous "
+                            f"checkpoint is intact; free space and --resume") from None
+        if isinstance(e, OSError):
+            raise UserError(f"cannot write {path}: {e.strerror or e}; the previous checkpoint is intact") from None
         raise
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files a killed :func:`save_checkpoint` left in ``folder``; returns them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = sorted(folder.glob(".*.pth.*.tmp"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:

@@ -28,10 +28,12 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .devices import resolve_device
-from .checkpoint import check_architecture, load_checkpoint, save_checkpoint
+from .checkpoint import check_architecture, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from .config import TaskConfig
 from .data.loaders import EvalDataset, make_train_loaders
 from .data.cases import read_split
+from .data.preflight import check_training_data
+from .runlock import RunLock
 from .errors import AgreedError, UserError
 from .losses import hard_batch_dice
 from .methods import get_method
@@ -151,6 +153,26 @@ class Trainer:
         if not self.data_dir.is_dir():
             raise UserError(f"data folder {self.data_dir} does not exist (set --data-dir, or run "
                             f"'genericssl prepare' first)")
+        self.lock = RunLock(self.out_dir, log=self.log)
+        distributed.main_decides(self._claim_output)
+        try:
+            self._setup(cfg, resume, tensorboard, overwrite, progress)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _claim_output(self) -> None:
+        """Rank 0: one run per folder, the folder writable, a killed run's temporaries gone."""
+        self.lock.acquire()
+        stale = remove_stale_temporaries(self.ckpt_dir)
+        if stale:
+            self.log(f"note: removed {len(stale)} temporary checkpoint file(s) a killed run left in "
+                     f"{self.ckpt_dir}")
+
+    def _setup(self, cfg, resume, tensorboard: bool, overwrite: bool, progress: bool) -> None:
+        # Every case is checked before the first iteration; all problems in one message.
+        distributed.main_decides(lambda: check_training_data(
+            cfg, self.data_dir, uses_unlabeled=get_method(cfg.method).uses_unlabeled, progress=self.progress))
         # The networks start from rank 0's draws (DDP broadcasts them); after that each
         # process draws its own noise, time steps and dropout masks.
         self.rank_seed = cfg.seed + self.dist.rank
@@ -183,7 +205,8 @@ class Trainer:
         self.writer = None
         if tensorboard and self.is_main:
             from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(str(self.out_dir / "tb"))
+            # Steps from the resumed epoch on are purged: a rerun epoch is not logged twice.
+            self.writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.start_epoch)
 
     def _check_fresh(self, overwrite: bool) -> None:
         if (self.ckpt_dir / "last.pth").exists() and not overwrite:
@@ -346,6 +369,12 @@ class Trainer:
             save_checkpoint(self._payload(epoch, full=True, rng_per_rank=rng), self.ckpt_dir / "last.pth")
 
     def fit(self) -> dict:
+        try:
+            return self._fit()
+        finally:
+            self.lock.release()
+
+    def _fit(self) -> dict:
         cfg = self.cfg
         seeds = distributed.all_gather_object(self.rank_seed)
         if self.is_main:
