@@ -193,7 +193,6 @@ class TaskConfig:
 
 
 SPECS: dict[str, Spec] = {f.name: f.metadata["spec"] for f in dataclasses.fields(TaskConfig)}
-_FIELDS = SPECS  # the names; kept for callers that imported it
 
 
 def describe_fields() -> list[tuple[str, str, str]]:

@@ -166,13 +166,6 @@ def write_or_fail(out: Path, write) -> None:
         raise UserError(f"cannot write {out}: {e.strerror or e}") from None
 
 
-def make_output_dir(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:  # a file of that name, no permission, a read-only disk
-        raise UserError(f"--output {folder}: cannot create the folder: {e.strerror or e}") from None
-
-
 def skip_line(path: Path, why: str) -> str:
     """``name: why``, unless ``why`` already starts with the name or names the file in full."""
     return why if why.startswith(path.name) or str(path) in why else f"{path.name}: {why}"
@@ -436,13 +429,14 @@ def predict_paths(pred: Predictor, inputs, output) -> dict:
     "failed": [(path, why)], "seconds": total, "label_files": [...]}``.
     """
     from .labelfiles import class_names, write_label_files
+    from .runlock import ensure_writable_dir
 
     inputs, output = Path(inputs), Path(output)
     files, skipped = collect_inputs(inputs, pred.options.suffix)
     print(describe(pred, len(files)))
     if pred.options.authors_padding and any(f.name.endswith((".nii", ".nii.gz")) for f in files):
         print("note: --authors-padding applies to .npy inputs; NIfTI label maps are cropped to the scan's grid")
-    make_output_dir(output)
+    ensure_writable_dir(output, "--output")
     failed, written = [], {}
     start = time.perf_counter()
     for i, path in enumerate(files, 1):

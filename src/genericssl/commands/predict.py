@@ -1,14 +1,9 @@
-"""`genericssl predict`: segment new scans with trained checkpoints (``genericssl.predict`` does the work).
+"""`genericssl predict`: segment new scans with trained checkpoints.
 
     genericssl predict --checkpoint best_model.pth --task la_0.1 --input scan.nii.gz --output preds/
     genericssl predict --checkpoint ckpts/best_model.pth --input DATA/npy --output preds/ --mode whole
 
-A NIfTI scan goes through its dataset's preparation (reorientation, resizing,
-intensity handling), is segmented, and its label map is mapped back onto the
-scan's own grid (nearest neighbour) and written as ``<name>_seg.nii.gz`` with the
-scan's affine and header. A prepared ``.npy`` array (``<id>_image.npy``) is only
-normalised; its label map is written as ``<id>.npy``, the name
-``genericssl evaluate`` pairs with ``<id>_label.npy``.
+What happens to a scan and what is written: ``genericssl.predict``, which does the work.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .cases import case_paths, read_split
+from .cases import case_paths, check_label, read_split
 
 # Beyond this many problems, the rest are counted, not listed.
 MAX_LISTED = 50
@@ -54,16 +54,10 @@ def check_case(data_dir, case_id: str, need_label: bool, num_classes: int) -> li
             if image is not None and label.shape != image.shape:
                 problems.append(f"{label_path}: label shape {list(label.shape)} differs from the image shape "
                                 f"{list(image.shape)}")
-            elif label.size:
-                if label.dtype.kind == "f" and not np.all(label == np.round(label)):
-                    problems.append(f"{label_path}: label holds non-integer values (dtype {label.dtype})")
-                else:
-                    lo, hi = label.min(), label.max()
-                    if lo < 0 or hi > num_classes - 1:
-                        values = np.unique(np.asarray(label))
-                        bad = values[(values < 0) | (values > num_classes - 1)][:10].tolist()
-                        problems.append(f"{label_path}: label values {bad} are outside 0..{num_classes - 1} "
-                                        f"(num_classes = {num_classes})")
+            else:
+                check_label(label, label_path, num_classes)   # what training's reader checks
+        except UserError as e:
+            problems.append(str(e))
         except ValueError as e:
             problems.append(str(e))
     return problems
