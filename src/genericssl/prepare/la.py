@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..optional import require
 from .common import (CaseError, Restore, as_label, check_codes, count_of, read_split_dir, restore_label, run_items,
                      save_case, seeded_permutation, summarize, write_dataset_json, write_splits)
 
@@ -23,6 +24,7 @@ SET_DIR = "2018LA_Seg_Training Set"
 RATIOS = (0.05, 0.1)
 # The challenge's volumes are 0.625 mm isotropic; the HDF5 files carry no spacing.
 SPACING = [0.625, 0.625, 0.625]
+HDF5 = "reading the LA release's HDF5 volumes"
 
 
 def _read_list(raw: Path, name: str) -> list[str]:
@@ -40,7 +42,7 @@ def prepare_image(image: np.ndarray) -> tuple[np.ndarray, Restore]:
 
 
 def prepare_case(item: dict) -> dict:
-    import h5py
+    h5py = require("h5py", HDF5)
 
     cid, path = item["key"], Path(item["inputs"][0])
     if not path.is_file():
@@ -66,6 +68,7 @@ def prepare(raw, out, *, seed: int = 0, splits=None, workers: int = 1, force: bo
     raw, out = Path(raw).absolute(), Path(out)
     supplied = read_split_dir(splits)
     train_list, test_list = _read_list(raw, "train"), _read_list(raw, "test")
+    require("h5py", HDF5)  # here, once: inside prepare_case it would fail every case on its own
     items = [{"key": cid, "inputs": [str(raw / SET_DIR / cid / "mri_norm2.h5")]}
              for cid in dict.fromkeys(train_list + test_list)]
     res = run_items(prepare_case, items, out, params={"version": 1}, workers=workers, force=force, desc="LA")

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import UserError
+from ..optional import require
 from .common import atomic_write
 
 SOURCES = (("training", "labeled"), ("validation",), ("testing",))
@@ -35,12 +36,13 @@ def find_info(raw: Path) -> Path:
 
 
 def _rows(path: Path) -> list[list]:
+    is_csv = path.suffix.lower() == ".csv"
+    # Outside the try: a missing xlrd is its own message, not "cannot read the spreadsheet".
+    xlrd = None if is_csv else require("xlrd", f"reading the M&Ms spreadsheet {path.name}")
     try:
-        if path.suffix.lower() == ".csv":
+        if is_csv:
             with open(path, newline="", encoding="utf-8-sig") as f:
                 return [row for row in csv.reader(f)]
-        import xlrd
-
         sheet = xlrd.open_workbook(str(path)).sheet_by_index(0)
         return [sheet.row_values(i) for i in range(sheet.nrows)]
     except Exception as e:  # xlrd, csv and decoding errors all mean the same to the user
