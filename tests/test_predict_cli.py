@@ -118,7 +118,7 @@ def test_4d_and_corrupt_files_are_named_and_the_rest_predicted(ckpts, tmp_path, 
     assert not (tmp_path / "o" / "cine_seg.nii.gz").exists()
     assert "cine.nii.gz is 4D with shape (32, 32, 16, 3); expected a 3D volume" in text
     assert "cannot read" in text and "broken.nii.gz" in text
-    assert "notes.txt: not a NIfTI or .npy file" in text
+    assert "notes.txt: not a scan or .npy file" in text
     # the frame a user asks for, or all of them
     code, text = _run(capsys, "-k", ckpts / "ours.pth", "--input", d / "cine.nii.gz", "-o", tmp_path / "o",
                       "--mode", "whole", "--frame", "all")

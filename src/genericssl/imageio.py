@@ -1,4 +1,11 @@
-"""Reading scans and writing label maps: NIfTI (nibabel) and prepared ``.npy`` arrays.
+"""Reading scans and writing label maps: NIfTI (nibabel), NRRD and MHA/MHD (SimpleITK)
+and prepared ``.npy`` arrays.
+
+Geometry, in one place: every scan's grid is a NIfTI-style affine (voxel index
+(x, y, z) -> RAS+ millimetres, nibabel's convention), whatever its format.
+SimpleITK's images are LPS (origin, spacing, direction); :func:`sitk_affine` and
+:func:`sitk_geometry` convert, so an NRRD scan and a NIfTI copy of it have the same
+affine and a label map written in either format lies on the scan.
 
 Array axes, in one place: nibabel gives NIfTI data as (x, y, z); the prepared
 arrays our presets train on are (z, y, x) (SimpleITK's order, which the authors
@@ -20,24 +27,31 @@ import numpy as np
 from .errors import UserError
 
 NIFTI_EXTS = (".nii.gz", ".nii")
+SITK_EXTS = {".nrrd": "nrrd", ".nhdr": "nrrd", ".mha": "mha", ".mhd": "mha"}
+SCAN_EXTS = NIFTI_EXTS + tuple(SITK_EXTS)
+FORMAT_EXT = {"nifti": ".nii.gz", "nrrd": ".nrrd", "mha": ".mha"}
 AXES = ("xyz", "zyx")
+LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS (its own inverse)
 
 
 # ------------------------------------------------------------------ names
 def kind_of(path: str | Path) -> str | None:
-    """``"nifti"``, ``"npy"`` or None (not something we read)."""
+    """``"nifti"``, ``"nrrd"``, ``"mha"``, ``"npy"`` or None (not something we read)."""
     name = Path(path).name.lower()
     if name.endswith(NIFTI_EXTS):
         return "nifti"
+    for ext, kind in SITK_EXTS.items():
+        if name.endswith(ext):
+            return kind
     if name.endswith(".npy"):
         return "npy"
     return None
 
 
 def stem_of(path: str | Path) -> str:
-    """File name without .nii.gz / .nii / .npy."""
+    """File name without its scan extension (.nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd, .npy)."""
     name = Path(path).name
-    for ext in NIFTI_EXTS + (".npy",):
+    for ext in SCAN_EXTS + (".npy",):
         if name.lower().endswith(ext):
             return name[: -len(ext)]
     return Path(name).stem
@@ -127,15 +141,66 @@ class Volume:
     extra: dict = field(default_factory=dict)
 
 
+def sitk_affine(spacing, origin, direction) -> np.ndarray:
+    """The RAS affine of a SimpleITK grid (its first three axes)."""
+    n = int(round(len(direction) ** 0.5))
+    d = np.asarray(direction, np.float64).reshape(n, n)[:3, :3]
+    lps = np.eye(4)
+    lps[:3, :3] = d * np.asarray(spacing[:3], np.float64)
+    lps[:3, 3] = np.asarray(origin[:3], np.float64)
+    return LPS @ lps
+
+
+def sitk_geometry(affine: np.ndarray) -> tuple[list, list, list]:
+    """(spacing, origin, direction) of a SimpleITK image on the grid of a RAS ``affine``."""
+    lps = LPS @ np.asarray(affine, np.float64)
+    m = lps[:3, :3]
+    spacing = np.linalg.norm(m, axis=0)
+    return spacing.tolist(), lps[:3, 3].tolist(), (m / spacing).ravel().tolist()
+
+
+def _sitk():
+    from .optional import require
+
+    return require("SimpleITK", "reading and writing NRRD and MHA/MHD scans")
+
+
+def _read_sitk(path: Path, kind: str) -> "Volume":
+    sitk = _sitk()
+    try:
+        img = sitk.ReadImage(str(path))
+        arr = sitk.GetArrayFromImage(img).astype(np.float32, copy=False)
+    except Exception as e:  # SimpleITK raises RuntimeError for every kind of bad file
+        raise UserError(f"cannot read {path}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}") from None
+    dim, comps = img.GetDimension(), img.GetNumberOfComponentsPerPixel()
+    # SimpleITK's arrays are (z, y, x[, components]) or (t, z, y, x): to (x, y, z[, c or t]).
+    if dim == 4:
+        data = arr.transpose(3, 2, 1, 0)
+    elif dim == 3:
+        data = arr.transpose(2, 1, 0, 3) if comps > 1 else arr.transpose(2, 1, 0)
+    elif dim == 2:
+        data = (arr.transpose(1, 0, 2) if comps > 1 else arr.T)[:, :, None]
+    else:
+        raise UserError(f"{path} is a {dim}D image; expected a 3D volume")
+    spacing, origin, direction = img.GetSpacing(), img.GetOrigin(), img.GetDirection()
+    if dim == 2:
+        spacing, origin = tuple(spacing) + (1.0,), tuple(origin) + (0.0,)
+        direction = (direction[0], direction[1], 0.0, direction[2], direction[3], 0.0, 0.0, 0.0, 1.0)
+    return Volume(path, kind, data, affine=sitk_affine(spacing, origin, direction),
+                  extra={"components": comps, "dimension": dim})
+
+
 def read_volume(path: str | Path) -> Volume:
-    """Read a NIfTI scan or an ``.npy`` array; a clear error for a missing, corrupt or
-    non-numeric file."""
+    """Read a NIfTI, NRRD or MHA/MHD scan or an ``.npy`` array; a clear error for a
+    missing, corrupt or non-numeric file."""
     path = Path(path)
     kind = kind_of(path)
     if kind is None:
-        raise UserError(f"{path}: not a NIfTI (.nii, .nii.gz) or .npy file")
+        raise UserError(f"{path}: not a scan (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) or .npy file")
     if not path.is_file():
         raise UserError(f"{path} does not exist")
+    if kind in ("nrrd", "mha"):
+        return _read_sitk(path, kind)
     if kind == "npy":
         data = load_npy(path)
         if not isinstance(data, np.ndarray) or not (np.issubdtype(data.dtype, np.number)
@@ -170,9 +235,9 @@ def as_3d(vol: Volume, frame: int | None = None) -> np.ndarray:
 
 # ------------------------------------------------------------------ writing
 def _atomic_path(path: Path) -> Path:
-    # Keep the extension: nibabel chooses gzip compression from the name.
+    # Keep the extension: nibabel and SimpleITK choose the format from the name.
     name = path.name
-    ext = next((e for e in NIFTI_EXTS + (".npy",) if name.endswith(e)), "")
+    ext = next((e for e in SCAN_EXTS + (".npy",) if name.lower().endswith(e)), "")
     return path.with_name(f".{name[: len(name) - len(ext)]}.{os.getpid()}.tmp{ext}")
 
 
@@ -222,3 +287,35 @@ def write_label_nifti(path: str | Path, labels: np.ndarray, like: Volume, num_cl
     except Exception:  # header types without NIfTI intents
         pass
     _replace_into(path, lambda tmp: nib.save(img, str(tmp)))
+
+
+def write_label_map(path: str | Path, labels: np.ndarray, like: Volume, num_classes: int | None = None) -> None:
+    """Write ``labels`` (x, y, z) on ``like``'s grid in the format ``path``'s extension names:
+    NIfTI (with ``like``'s header when it is a NIfTI scan), NRRD or MHA (compressed)."""
+    path = Path(path)
+    kind = kind_of(path)
+    if kind == "nifti":
+        if like.header is None:  # an NRRD/MHA scan written as NIfTI: a fresh header on its affine
+            import nibabel as nib
+
+            like = Volume(like.path, "nifti", like.data, like.affine,
+                          nib.Nifti1Image(np.zeros((1, 1, 1), np.uint8), like.affine).header, nib.Nifti1Image)
+        return write_label_nifti(path, labels, like, num_classes)
+    if kind not in ("nrrd", "mha"):
+        raise ValueError(f"{path}: a label map is written as .nii.gz, .nrrd or .mha")
+    labels = np.asarray(labels)
+    if labels.shape[:3] != like.data.shape[:3]:
+        raise ValueError(f"label map {labels.shape} is not on the grid of {like.path} {like.data.shape}")
+    sitk = _sitk()
+    img = sitk.GetImageFromArray(np.ascontiguousarray(labels.astype(np.uint8).transpose(2, 1, 0)))
+    spacing, origin, direction = sitk_geometry(like.affine)
+    img.SetSpacing(spacing)
+    img.SetOrigin(origin)
+    img.SetDirection(direction)
+    _replace_into(path, lambda tmp: sitk.WriteImage(img, str(tmp), True))
+
+
+def output_extension(scan: str | Path, output_format: str = "same") -> str:
+    """The extension of a label map for ``scan``: its own format's (``"same"``) or the one named."""
+    kind = kind_of(scan) if output_format == "same" else output_format
+    return FORMAT_EXT.get(kind, ".nii.gz")

@@ -89,11 +89,25 @@ def _custom_preparation(axes: str, data_dir) -> RawPreparation:
             f"the scan is only reordered to the model's axes; give --data-dir the prepared folder, or re-run "
             f"`genericssl prepare custom`")
     orientation, resample = recorded.get("orientation"), recorded.get("resample")
+    if recorded.get("spacing") is not None:
+        return _spacing_preparation(orientation, recorded["spacing"])
     steps = ([f"reorient to {orientation}"] if orientation else []) + \
         ([f"resize to {'x'.join(map(str, resample))} (trilinear)"] if resample else [])
     return RawPreparation(", ".join(steps) or "axes only",
                           *_through(lambda image: custom.prepare_image(image, resample), custom.restore_label,
                                     axes, orientation))
+
+
+def _spacing_preparation(orientation, spacing) -> RawPreparation:
+    """A dataset prepared from its scans' own layout (``prepare nnunet``/``decathlon``): the scan is
+    reoriented and resampled to the dataset's spacing; its labels come back by nearest neighbour."""
+    from .prepare import scans
+
+    steps = ([f"reorient to {orientation}"] if orientation else []) + \
+        [f"resample to {'x'.join(f'{v:g}' for v in spacing)} mm (z, y, x; cubic spline)"]
+    return RawPreparation(", ".join(steps), lambda data, affine: scans.scan_to_grid([data], affine, orientation,
+                                                                                      spacing),
+                          scans.labels_to_scan)
 
 
 def raw_preparation(cfg, axes: str, enabled: bool = True, data_dir=None) -> RawPreparation:
@@ -130,13 +144,13 @@ def raw_preparation(cfg, axes: str, enabled: bool = True, data_dir=None) -> RawP
 # ------------------------------------------------------------------ inputs
 def collect_inputs(path: Path, suffix: str) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Files to predict, and (file, why) for those of a folder that are left out."""
-    from .imageio import kind_of
+    from .imageio import SCAN_EXTS, kind_of
 
     if not path.exists():
         raise UserError(f"--input {path} does not exist")
     if path.is_file():
         if kind_of(path) is None:
-            raise UserError(f"--input {path}: not a NIfTI (.nii, .nii.gz) or .npy file")
+            raise UserError(f"--input {path}: not a scan (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) or .npy file")
         return [path], []
     files, skipped = [], []
     for p in sorted(path.iterdir()):
@@ -145,16 +159,61 @@ def collect_inputs(path: Path, suffix: str) -> tuple[list[Path], list[tuple[Path
         if p.is_dir():
             skipped.append((p, "a folder (folders are not searched)"))
         elif kind_of(p) is None:
-            skipped.append((p, "not a NIfTI or .npy file"))
+            skipped.append((p, "not a scan or .npy file"))
         elif p.name.endswith(SKIP_SUFFIXES):
             skipped.append((p, "a prepared label array"))
-        elif suffix and any(p.name.endswith(f"{suffix}{e}") for e in (".nii.gz", ".nii")):
+        elif suffix and any(p.name.lower().endswith(f"{suffix}{e}") for e in SCAN_EXTS):
             skipped.append((p, f"a label map written by predict (ends with {suffix})"))
+        elif p.name.lower().endswith(".raw") or p.name.lower().endswith(".zraw"):
+            skipped.append((p, "the voxel data of an .mhd header"))
         else:
             files.append(p)
     if not files:
-        raise UserError(f"--input {path}: no NIfTI or .npy images in this folder")
+        raise UserError(f"--input {path}: no scans (NIfTI, NRRD, MHA) or .npy images in this folder")
     return files, skipped
+
+
+CHANNEL_FILE = r"(.+)_(\d{4})$"
+
+
+def group_channels(files: list[Path], channels: int) -> tuple[list, list[tuple[Path, str]]]:
+    """Inputs for a model of ``channels`` channels: nnU-Net's one file per channel
+    (``<case>_0000.nii.gz``, ``<case>_0001.nii.gz``...) becomes one input, a list of paths in
+    channel order; any other file is an input of its own (a 4D file may hold the channels).
+    With one channel every file is its own input. Returns (inputs, (file, why) left out)."""
+    import re
+
+    from .imageio import kind_of, stem_of
+
+    if channels <= 1:
+        return list(files), []
+    groups: dict[tuple, dict[int, Path]] = {}
+    inputs, bad = [], []
+    for f in files:
+        m = re.match(CHANNEL_FILE, stem_of(f))
+        if m and kind_of(f) != "npy":
+            groups.setdefault((f.parent, m.group(1), kind_of(f)), {})[int(m.group(2))] = f
+        else:
+            inputs.append(f)
+    for (_, case, _), chans in sorted(groups.items(), key=lambda kv: kv[0][1]):
+        if sorted(chans) != list(range(channels)):
+            for f in chans.values():
+                bad.append((f, f"case {case} has channel file(s) {sorted(chans)}; the model needs exactly "
+                               f"{channels}: _0000 ... _{channels - 1:04d}"))
+            continue
+        inputs.append([chans[k] for k in range(channels)])
+    return sorted(inputs, key=lambda i: str(i[0] if isinstance(i, list) else i)), bad
+
+
+def input_name(inp) -> str:
+    """A printable name of an input (a file, or a case of channel files)."""
+    import re
+
+    from .imageio import stem_of
+
+    if isinstance(inp, list):
+        return re.match(CHANNEL_FILE, stem_of(inp[0])).group(1) + f" ({len(inp)} channel files)"
+    return inp.name
 
 
 def write_or_fail(out: Path, write) -> None:
@@ -166,18 +225,28 @@ def write_or_fail(out: Path, write) -> None:
         raise UserError(f"cannot write {out}: {e.strerror or e}") from None
 
 
-def skip_line(path: Path, why: str) -> str:
+def skip_line(path, why: str) -> str:
     """``name: why``, unless ``why`` already starts with the name or names the file in full."""
+    if isinstance(path, list):
+        name = input_name(path)
+        return why if any(str(p) in why for p in path) else f"{name}: {why}"
     return why if why.startswith(path.name) or str(path) in why else f"{path.name}: {why}"
 
 
-def output_path(path: Path, out_dir: Path, suffix: str) -> Path:
-    from .imageio import kind_of, stem_of
+def output_path(path, out_dir: Path, suffix: str, output_format: str = "nifti") -> Path:
+    """Where the label map of ``path`` (a file, or a case's channel files) goes; ``output_format``
+    "same" keeps the scan's format (NIfTI, NRRD, MHA), else "nifti", "nrrd" or "mha"."""
+    import re
 
-    stem = stem_of(path)
+    from .imageio import kind_of, output_extension, stem_of
+
+    if isinstance(path, list):
+        stem, path = re.match(CHANNEL_FILE, stem_of(path[0])).group(1), path[0]
+    else:
+        stem = stem_of(path)
     if kind_of(path) == "npy":
         return out_dir / f"{stem.removesuffix('_image') or stem}.npy"
-    return out_dir / f"{stem}{suffix}.nii.gz"
+    return out_dir / f"{stem}{suffix}{output_extension(path, output_format)}"
 
 
 # ------------------------------------------------------------------ the predictor
@@ -193,6 +262,7 @@ class PredictOptions:
     axes: str | None = None              # array axes of the model; None: dataset.json's
     frame: int | str | None = None       # 4D inputs: a frame number or "all"
     suffix: str = "_seg"
+    output_format: str = "same"          # label maps as the scan's own format, or "nifti"/"nrrd"/"mha"
     amp: bool | None = None
     tta: str = "none"                    # or "mirror"
     blend: str = "uniform"               # or "gaussian"
@@ -239,17 +309,62 @@ class Predictor:
         labels = labels_from_probs(probs)
         return largest_component(labels, self.lcc_classes) if self.lcc_classes else labels
 
-    def predict_file(self, path: Path, out: Path) -> str:
-        from .imageio import as_3d, read_volume, write_label_nifti, write_npy
+    def channel_frames(self, paths: list[Path]) -> tuple:
+        """(volume whose grid the labels take, [frames]): each frame a list of the model's channels,
+        3D arrays (x, y, z). A wrong number of channels is refused with the file named."""
+        from .imageio import as_3d, read_volume
+        from .prepare.common import affines_match
+
+        o, k = self.options, self.cfg.in_channels
+        vols = [read_volume(p) for p in paths]
+        vol = vols[0]
+        if k == 1:
+            if len(vols) > 1:
+                raise UserError(f"{paths[0]}: the model takes one channel, not {len(vols)} files")
+            if o.frame == "all" and vol.data.ndim == 4:
+                return vol, [[vol.data[..., t]] for t in range(vol.data.shape[3])]
+            return vol, [[as_3d(vol, None if o.frame in (None, "all") else int(o.frame))]]
+        if len(vols) == 1:
+            data = vol.data
+            while data.ndim > 4 and data.shape[-1] == 1:
+                data = data[..., 0]
+            if data.ndim != 4 or data.shape[3] != k:
+                raise UserError(f"{vol.path} has shape {tuple(data.shape)}: the model was trained on {k} channels, "
+                                f"so a scan is {k} files <case>_0000 ... _{k - 1:04d} or one 4D file with {k} "
+                                f"channels on its last axis")
+            return vol, [[data[..., c] for c in range(k)]]
+        chans = []
+        for v in vols:
+            d = as_3d(v)
+            if d.shape != vol.data.shape[:3] or not affines_match(v.affine, vol.affine, d.shape):
+                raise UserError(f"{v.path} is not on the grid of {vol.path} (shape {d.shape} vs "
+                                f"{vol.data.shape[:3]}, or another affine): a case's channels must share one grid")
+            chans.append(d)
+        return vol, [chans]
+
+    def forward(self, channels: list, affine) -> tuple:
+        """The preparation of each channel, stacked channels first when there are several."""
+        arrays, ctx = [], None
+        for c in channels:
+            arr, ctx = self.prep.forward(c, affine)
+            arrays.append(arr)
+        return (arrays[0] if len(arrays) == 1 else np.stack(arrays)), ctx
+
+    def predict_file(self, path, out: Path) -> str:
+        from .imageio import read_volume, write_label_map, write_npy
 
         o = self.options
-        vol = read_volume(path)
-        if vol.kind == "npy":
+        paths = path if isinstance(path, list) else [path]
+        path = paths[0]
+        vol = read_volume(path) if len(paths) == 1 else None
+        if vol is not None and vol.kind == "npy":
             arr = vol.data
-            want = {self.cfg.spatial_dims, 3}
-            if arr.ndim not in want:
+            k = self.cfg.in_channels
+            want = {self.cfg.spatial_dims + (k > 1), 3 + (k > 1)}
+            if arr.ndim not in want or (k > 1 and arr.shape[0] != k):
                 raise UserError(f"{path} is {arr.ndim}D with shape {tuple(arr.shape)}; expected a prepared "
-                                f"{'2D or 3D' if self.cfg.spatial_dims == 2 else '3D'} array")
+                                f"{'2D or 3D' if self.cfg.spatial_dims == 2 else '3D'} array"
+                                + (f" with {k} channels first" if k > 1 else ""))
             probs = self.probabilities(arr, path.name, o.authors_padding)
             labels = self.labels(probs)
             write_or_fail(out, lambda: write_npy(out, labels))
@@ -261,26 +376,23 @@ class Predictor:
         if self.prep.note and not self.noted:
             print(f"note: {self.prep.note}")
             self.noted = True
-        if o.frame == "all" and vol.data.ndim == 4:
-            frames = [vol.data[..., t] for t in range(vol.data.shape[3])]
-        else:
-            frames = [as_3d(vol, None if o.frame in (None, "all") else int(o.frame))]
+        vol, frames = self.channel_frames(paths)
         maps, prob_maps = [], []
         for t, data in enumerate(frames):
-            arr, ctx = self.prep.forward(data, vol.affine)
+            arr, ctx = self.forward(data, vol.affine)
             desc = path.name if len(frames) == 1 else f"{path.name} t={t}"
             probs = self.probabilities(arr, desc)
             maps.append(self.prep.backward(self.labels(probs), ctx))
             if o.save_probabilities:
                 prob_maps.append(self._probs_back(probs.numpy(), ctx))
         labels = maps[0] if len(maps) == 1 else np.stack(maps, axis=-1)
-        write_or_fail(out, lambda: write_label_nifti(out, labels, vol, self.cfg.num_classes))
+        write_or_fail(out, lambda: write_label_map(out, labels, vol, self.cfg.num_classes))
         if o.save_probabilities:
             self._write_probs(out, prob_maps[0] if len(prob_maps) == 1 else np.stack(prob_maps, axis=-1),
                               affine=vol.affine)
         if o.overlay:
-            self._overlay(out, frames[0], maps[0])
-        return f"{tuple(vol.data.shape)} -> {out.name}"
+            self._overlay(out, frames[0][0], maps[0])
+        return f"{tuple(vol.data.shape)}{f' x {len(paths)} channels' if len(paths) > 1 else ''} -> {out.name}"
 
     def _probs_back(self, probs: np.ndarray, ctx) -> np.ndarray:
         """Class probabilities on the scan's grid: each foreground channel through the same
@@ -433,16 +545,18 @@ def predict_paths(pred: Predictor, inputs, output) -> dict:
 
     inputs, output = Path(inputs), Path(output)
     files, skipped = collect_inputs(inputs, pred.options.suffix)
+    files, mismatched = group_channels(files, pred.cfg.in_channels)
     print(describe(pred, len(files)))
-    if pred.options.authors_padding and any(f.name.endswith((".nii", ".nii.gz")) for f in files):
+    if pred.options.authors_padding and any(isinstance(f, list) or f.suffix != ".npy" for f in files):
         print("note: --authors-padding applies to .npy inputs; NIfTI label maps are cropped to the scan's grid")
     ensure_writable_dir(output, "--output")
-    failed, written = [], {}
+    failed, written = list(mismatched), {}
     start = time.perf_counter()
     for i, path in enumerate(files, 1):
-        out = output_path(path, output, pred.options.suffix)
+        out = output_path(path, output, pred.options.suffix, pred.options.output_format)
+        name = input_name(path)
         if out in written:
-            failed.append((path, f"its label map {out.name} would overwrite that of {written[out].name}"))
+            failed.append((path, f"its label map {out.name} would overwrite that of {input_name(written[out])}"))
             continue
         t0 = time.perf_counter()
         try:
@@ -450,10 +564,10 @@ def predict_paths(pred: Predictor, inputs, output) -> dict:
         except (UserError, ValueError, RuntimeError, MemoryError) as e:
             # One unusable scan (or one too large for memory) must not stop the others.
             failed.append((path, str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"))
-            print(f"[{i}/{len(files)}] {path.name}: skipped", flush=True)
+            print(f"[{i}/{len(files)}] {name}: skipped", flush=True)
             continue
         written[out] = path
-        print(f"[{i}/{len(files)}] {path.name}: {what} ({time.perf_counter() - t0:.1f} s)", flush=True)
+        print(f"[{i}/{len(files)}] {name}: {what} ({time.perf_counter() - t0:.1f} s)", flush=True)
     label_files = []
     if written:
         try:

@@ -16,13 +16,14 @@ from ._common import positive_int
 def add_arguments(parser):
     parser.description = (
         "Segment scans with D_theta by the authors' sliding window (or one whole-volume pass). "
-        "Inputs: a NIfTI scan, a prepared .npy array, or a folder of them.")
+        "Inputs: a scan (NIfTI, NRRD, MHA/MHD), a prepared .npy array, or a folder of them; for a model of K "
+        "channels, nnU-Net's <case>_0000 ... files of one case are one input, or one 4D file holds the K channels.")
     parser.add_argument("--checkpoint", "-k", required=True, type=Path, metavar="FILE", nargs="+",
                         help="our checkpoint (carries its configuration) or the authors' best_model.pth "
                              "(then --task supplies classes, patch and filters); several files (the seeds of "
                              "a run, folds) are an ensemble: their softmax is averaged")
     parser.add_argument("--input", required=True, type=Path, metavar="PATH",
-                        help="scan.nii.gz, array.npy, or a folder of them")
+                        help="scan.nii.gz (.nrrd, .mha), array.npy, or a folder of them")
     parser.add_argument("--output", "-o", required=True, type=Path, metavar="DIR", help="folder for the label maps")
     g = parser.add_argument_group("model")
     g.add_argument("--task", "-t", help="the preset the checkpoint was trained with (la_0.1, synapse_0.2, ...)")
@@ -66,7 +67,9 @@ def add_arguments(parser):
                    help="array order the model was trained on (default: dataset.json's, else zyx; LA xyz)")
     d.add_argument("--frame", metavar="T|all",
                    help="for a 4D (cine) NIfTI: predict frame T, or every frame ('all') into a 4D label map")
-    d.add_argument("--suffix", default="_seg", help="appended to a NIfTI input's name (default _seg)")
+    d.add_argument("--suffix", default="_seg", help="appended to a scan's name (default _seg)")
+    d.add_argument("--output-format", choices=("same", "nifti", "nrrd", "mha"), default="same",
+                   help="label maps in the scan's own format (same: .nii.gz, .nrrd or .mha) or the one named")
     o = parser.add_argument_group("outputs")
     o.add_argument("--save-probabilities", action="store_true",
                    help="also write the averaged softmax per class as <name>_probs.npz (float16, key "
@@ -99,7 +102,7 @@ def main(args):
     options = PredictOptions(
         mode=args.mode, batch_windows=args.batch_windows, authors_padding=args.authors_padding,
         normalize=not args.no_normalize, prepare=not args.no_prepare, axes=args.axes, frame=args.frame,
-        suffix=args.suffix, amp=False if args.no_amp else None, tta=args.tta, blend=args.blend,
+        suffix=args.suffix, output_format=args.output_format, amp=False if args.no_amp else None, tta=args.tta, blend=args.blend,
         save_probabilities=args.save_probabilities, largest_component=args.largest_component,
         overlay=args.overlay, progress=not args.no_progress)
     base = load_config(args.task, args.config) if (args.task or args.config) else None

@@ -28,6 +28,10 @@ DATASETS = {
     "mnms": ("mnms", "prepare", "MNMS_data", "M&Ms 3D frames (MNMs or MNMs/Labeled with VendorA..D)"),
     "mnms2d": ("mnms", "prepare_2d", "MNMS2D_data", "M&Ms 2D slices, for the mnms2d_* presets"),
     "mnms-sort": ("mnms_sort", "sort_dataset", None, "sort the released M&Ms OpenDataset into vendor folders"),
+    "nnunet": ("nnunet", "prepare", None, "an nnU-Net v2 raw dataset as it is (dataset.json, imagesTr/<case>_0000, "
+                                          "labelsTr/); any number of channels, NIfTI/NRRD/MHA, varying spacings"),
+    "decathlon": ("decathlon", "prepare", None, "a Medical Segmentation Decathlon dataset or MONAI datalist as it is "
+                                                "(dataset.json with training/validation/test entries)"),
     "custom": ("custom", "prepare", None, "your own NIfTI data, described by a YAML/JSON file"),
     "synthetic": ("synthetic", "prepare", None, "a generated synthetic dataset (the demo's or a benchmark "
                                                 "setting's) and OUT/task.yaml to train on it"),
@@ -79,6 +83,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if name == "custom":
             p.add_argument("--description", metavar="FILE",
                            help="the dataset description (default: genericssl.yaml inside --raw)")
+        if name in LAYOUTS:
+            _add_layout_arguments(p, name)
+
+
+LAYOUTS = ("nnunet", "decathlon")
+
+
+def _fraction(text: str) -> float:
+    v = float(text)
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError("must be in (0, 1]")
+    return v
+
+
+def _add_layout_arguments(p: argparse.ArgumentParser, name: str) -> None:
+    from ..prepare.scans import DEFAULT_ORIENTATION
+
+    p.add_argument("--unlabeled", "-u", action="append", default=[], metavar="DIR",
+                   help="a folder of unlabeled scans (repeatable)" +
+                        (", named like imagesTr (<case>_0000...); imagesUnlabeled/ inside --raw is read anyway"
+                         if name == "nnunet" else ""))
+    if name == "decathlon":
+        p.add_argument("--datalist", metavar="FILE",
+                       help="the datalist JSON (default: dataset.json inside --raw); its paths are relative to it")
+    p.add_argument("--spacing", nargs=3, type=float, metavar=("Z", "Y", "X"),
+                   help="target voxel size in mm (default: the median spacing of the labeled training cases)")
+    p.add_argument("--orientation", default=DEFAULT_ORIENTATION,
+                   help="turn every scan to these axis codes (nibabel's, e.g. RAS or LPS); 'none' keeps each "
+                        "scan's own axes")
+    p.add_argument("--labeled-fraction", type=_fraction, default=1.0,
+                   help="keep this seeded fraction of the labeled training cases labeled; the rest train as "
+                        "unlabeled (for experiments)")
+    p.add_argument("--eval-fraction", type=_fraction, default=0.2,
+                   help="of the labeled cases, the seeded fraction held out for validation (unless the layout "
+                        "names validation cases)")
+    p.add_argument("--test-fraction", type=_fraction, default=0.2,
+                   help="of the labeled cases, the seeded fraction held out for testing (unless the layout "
+                        "names labeled test cases)")
+    p.add_argument("--split-frames", action="store_true",
+                   help="a 4D scan with one declared channel is a time series: prepare each frame as a case")
+    p.add_argument("--clip", nargs=2, type=float, metavar=("LO", "HI"),
+                   help="clip intensities to [LO, HI] before min-max scaling (CT windows); default: each "
+                        "volume's 0.5-99.5 percentiles")
+    p.add_argument("--patch-size", nargs=3, type=int, metavar=("Z", "Y", "X"),
+                   help="training patch (default: from the smallest case, multiples of 16, at most 128)")
+    p.add_argument("--name", help="task name in task.yaml (default: the dataset's)")
 
 
 def _add_synthetic_arguments(p: argparse.ArgumentParser) -> None:
@@ -105,5 +155,13 @@ def main(args: argparse.Namespace) -> int:
         extra["authors_slice_range"] = args.authors_slice_range
     if args.dataset == "custom":
         extra["description"] = args.description
+    if args.dataset in LAYOUTS:
+        extra.update(unlabeled=args.unlabeled, spacing=args.spacing, orientation=args.orientation,
+                     labeled_fraction=args.labeled_fraction, eval_fraction=args.eval_fraction,
+                     test_fraction=args.test_fraction, split_frames=args.split_frames, name=args.name,
+                     intensity={"clip": list(args.clip), "percentile": None} if args.clip else None,
+                     patch_size=args.patch_size)
+        if args.dataset == "decathlon":
+            extra["datalist"] = args.datalist
     return fn(args.raw, args.out, seed=args.seed, splits=args.splits, workers=args.workers, force=args.force,
               allow_skips=args.allow_skips, **extra)

@@ -1,9 +1,15 @@
 """The strong augmentation of A&D (METHOD.md, "Strong augmentation"), 2D and 3D.
 
-One sample at a time, on NumPy arrays without a channel axis: the image is a
-float32 array of the spatial shape, the label an integer array of the same shape
-(all zero for unlabeled cases). Every random draw comes from the
-``numpy.random.Generator`` passed in, so a sample is reproducible from its seed.
+One sample at a time, on NumPy arrays: the image is a float32 array of the spatial
+shape, or (K, *spatial) for K channels (MRI sequences), the label an integer array
+of the spatial shape (all zero for unlabeled cases). Every random draw comes from
+the ``numpy.random.Generator`` passed in, so a sample is reproducible from its seed.
+
+Several channels: the crop, rotation and scaling move every channel and the label
+with the same draw (one anatomy); blur, brightness, contrast and gamma draw anew
+for each channel in turn (each sequence has its own intensities), as nnU-Net's
+per-channel intensity transforms do. A one-channel image takes exactly the draws
+it took before channels existed.
 
 Why scipy.ndimage and not MONAI: MONAI's transforms do not compute these
 definitions. ``RandRotate``/``RandAffine`` resample labels by nearest neighbour
@@ -45,7 +51,7 @@ def _pad(image, label, pads):
     if not any(pads):
         return image, label
     width = [(q, q) for q in pads]
-    image = np.pad(image, width, mode="constant", constant_values=0)
+    image = np.pad(image, [(0, 0)] * (image.ndim - len(pads)) + width, mode="constant", constant_values=0)
     if label is not None:
         label = np.pad(label, width, mode="constant", constant_values=0)
     return image, label
@@ -53,13 +59,16 @@ def _pad(image, label, pads):
 
 def _crop(image, label, starts, patch):
     window = tuple(slice(a, a + p) for a, p in zip(starts, patch))
-    return image[window], (None if label is None else label[window])
+    lead = (slice(None),) * (image.ndim - len(patch))
+    return image[lead + window], (None if label is None else label[window])
 
 
-def _check_dims(image, patch):
-    if image.ndim != len(patch):
+def _check_dims(image, patch) -> tuple:
+    """The spatial shape of ``image``: all its axes, or all but a leading channel axis."""
+    if image.ndim not in (len(patch), len(patch) + 1):
         raise ValueError(f"image has {image.ndim} axes but the patch size {list(patch)} has "
                          f"{len(patch)}; spatial_dims must match the prepared data")
+    return image.shape[image.ndim - len(patch):]
 
 
 def random_crop(image: np.ndarray, label: np.ndarray | None, patch: Sequence[int],
@@ -70,11 +79,11 @@ def random_crop(image: np.ndarray, label: np.ndarray | None, patch: Sequence[int
     authors' ``randint(0, s - p)``: the last position is never drawn); an axis
     with ``s == p`` (only possible with ``pad_extra <= 0``) starts at 0.
     """
-    _check_dims(image, patch)
-    image, label = _pad(image, label, crop_padding(image.shape, patch, pad_extra))
-    if any(s < p for s, p in zip(image.shape, patch)):
-        raise ValueError(f"cannot crop {list(patch)} from {list(image.shape)} with pad_extra={pad_extra}")
-    starts = [int(rng.integers(0, s - p)) if s - p > 0 else 0 for s, p in zip(image.shape, patch)]
+    image, label = _pad(image, label, crop_padding(_check_dims(image, patch), patch, pad_extra))
+    shape = _check_dims(image, patch)
+    if any(s < p for s, p in zip(shape, patch)):
+        raise ValueError(f"cannot crop {list(patch)} from {list(shape)} with pad_extra={pad_extra}")
+    starts = [int(rng.integers(0, s - p)) if s - p > 0 else 0 for s, p in zip(shape, patch)]
     return _crop(image, label, starts, patch)
 
 
@@ -82,11 +91,11 @@ def center_crop(image: np.ndarray, label: np.ndarray | None, patch: Sequence[int
                 pad_extra: int = 1):
     """The centre ``patch`` window used for validation: start ``round((s - p) / 2)``
     (Python's round, as the authors' code), padding as for the random crop."""
-    _check_dims(image, patch)
-    image, label = _pad(image, label, crop_padding(image.shape, patch, pad_extra))
-    if any(s < p for s, p in zip(image.shape, patch)):
-        raise ValueError(f"cannot crop {list(patch)} from {list(image.shape)} with pad_extra={pad_extra}")
-    starts = [int(round((s - p) / 2.0)) for s, p in zip(image.shape, patch)]
+    image, label = _pad(image, label, crop_padding(_check_dims(image, patch), patch, pad_extra))
+    shape = _check_dims(image, patch)
+    if any(s < p for s, p in zip(shape, patch)):
+        raise ValueError(f"cannot crop {list(patch)} from {list(shape)} with pad_extra={pad_extra}")
+    starts = [int(round((s - p) / 2.0)) for s, p in zip(shape, patch)]
     return _crop(image, label, starts, patch)
 
 
@@ -187,6 +196,25 @@ def gamma(image, label, rng: np.random.Generator, gamma_range=(0.7, 1.3), eps: f
     return out.astype(np.float32, copy=False), label
 
 
+SPATIAL = ("rotation", "scaling")
+
+
+def per_channel(fn: Callable, name: str, image: np.ndarray, label, rng: np.random.Generator):
+    """``fn`` on a (K, *S) image: a spatial transform replays channel 0's draw on every other
+    channel (so the channels stay aligned with each other and with the label, which is
+    moved once); an intensity transform draws for each channel in turn."""
+    if name not in SPATIAL:
+        return np.stack([fn(c, None, rng)[0] for c in image]), label
+    before = rng.bit_generator.state
+    first, label = fn(image[0], label, rng)
+    out = [first]
+    for c in image[1:]:
+        replay = np.random.Generator(type(rng.bit_generator)())
+        replay.bit_generator.state = before
+        out.append(fn(c, None, replay)[0])
+    return np.stack(out), label
+
+
 TRANSFORMS: dict[str, Callable] = {
     "rotation": rotate, "scaling": scale, "blur": blur,
     "brightness": brightness, "contrast": contrast, "gamma": gamma,
@@ -198,7 +226,8 @@ class StrongAugment:
     the six in random order, each applied with probability ``prob``.
 
     ``aug(image, label, rng) -> (image float32, label uint8)`` for one sample;
-    ``label`` may be None (returned as None). Works for 2D and 3D arrays.
+    ``label`` may be None (returned as None). Works for 2D and 3D arrays, with or
+    without a leading channel axis (see :func:`per_channel`).
     """
 
     def __init__(self, patch_size: Sequence[int], pad_extra: int = 1, num_transforms: int = 3,
@@ -217,10 +246,15 @@ class StrongAugment:
     def __call__(self, image: np.ndarray, label: np.ndarray | None, rng: np.random.Generator):
         image, label = random_crop(image, label, self.patch_size, self.pad_extra, rng)
         image = np.ascontiguousarray(image, dtype=np.float32)
+        channels = image.ndim > len(self.patch_size)
         chosen = rng.choice(len(self.transforms), size=self.num_transforms, replace=False)
         for k in chosen:
             if rng.random() < self.prob:
-                image, label = TRANSFORMS[self.transforms[k]](image, label, rng)
+                name = self.transforms[k]
+                if channels:
+                    image, label = per_channel(TRANSFORMS[name], name, image, label, rng)
+                else:
+                    image, label = TRANSFORMS[name](image, label, rng)
         if label is not None:
             label = np.ascontiguousarray(label, dtype=np.uint8)
         return np.ascontiguousarray(image, dtype=np.float32), label

@@ -2,7 +2,7 @@
 
 The prepared layout (what ``genericssl prepare`` and the synthetic generator write)::
 
-    DATA/npy/<id>_image.npy      float32, un-normalised
+    DATA/npy/<id>_image.npy      float32, un-normalised; (*S), or (K, *S) for K > 1 channels
     DATA/npy/<id>_label.npy      uint8, values 0..C-1
     DATA/split_txts/<split>.txt  one case id per line
     DATA/dataset.json            optional: {"cases": {id: {"spacing", "domain"}}, "num_classes", "axes"}
@@ -96,6 +96,26 @@ def normalize_intensity(image: np.ndarray, intensity: dict | None) -> np.ndarray
     return out.astype(np.float32, copy=False)
 
 
+def normalize_channels(image: np.ndarray, intensity: dict | None) -> np.ndarray:
+    """:func:`normalize_intensity` per channel of a (K, *S) image: each MRI sequence has its own
+    scale, so each is clipped and min-max scaled on its own."""
+    return np.stack([normalize_intensity(c, intensity) for c in image])
+
+
+def spatial_shape(image_shape, channels: int) -> tuple:
+    """The spatial shape of a prepared image: (*S) for one channel, (K, *S) for K > 1."""
+    return tuple(image_shape[1:] if channels > 1 else image_shape)
+
+
+def check_channels(image_shape, channels: int, path) -> None:
+    """A prepared image must hold ``channels`` channels first when there are several."""
+    if channels > 1 and (len(image_shape) < 3 or image_shape[0] != channels):
+        got = f"{image_shape[0]} channels first" if len(image_shape) >= 3 else "no channel axis"
+        raise UserError(f"{path}: image shape {list(image_shape)} has {got}, but the task has in_channels = "
+                        f"{channels} (a multi-channel image is stored as (channels, *spatial)); prepare the "
+                        f"data with all its channels or set in_channels")
+
+
 def _load_npy(path: Path) -> np.ndarray:
     if not path.is_file():
         raise UserError(f"case file {path} does not exist; is the case id listed in a split "
@@ -121,8 +141,11 @@ def check_label(label: np.ndarray, path, num_classes: int | None) -> np.ndarray:
 
 
 def load_case(data_dir, case_id: str, intensity: dict | None, num_classes: int | None = None,
-              need_label: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+              need_label: bool = True, channels: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
     """Read one prepared case: (normalised float32 image, uint8 label or None).
+
+    With ``channels`` K > 1 the image is (K, *S), each channel normalised on its own,
+    and the label is (*S).
 
     With ``need_label=False`` the label is not read (unlabeled cases need not have
     one) and None is returned in its place. Every problem (missing file, NaN or
@@ -137,11 +160,14 @@ def load_case(data_dir, case_id: str, intensity: dict | None, num_classes: int |
         n_bad = int(np.count_nonzero(~np.isfinite(image)))
         raise UserError(f"{image_path}: image holds {n_bad} NaN or infinite values; "
                         f"fix or re-prepare this case")
+    check_channels(image.shape, channels, image_path)
     label = None
     if need_label:
         label = _load_npy(label_path)
-        if label.shape != image.shape:
+        if label.shape != spatial_shape(image.shape, channels):
             raise UserError(f"{label_path}: label shape {list(label.shape)} differs from the "
                             f"image shape {list(image.shape)} ({image_path.name})")
         label = check_label(label, label_path, num_classes)
+    if channels > 1:
+        return normalize_channels(image, intensity), label
     return normalize_intensity(image, intensity), label

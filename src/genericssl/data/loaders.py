@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import UserError
 from .augment import StrongAugment, center_crop
-from .cases import case_paths, load_case, read_split, split_path
+from .cases import case_paths, load_case, read_split, spatial_shape, split_path
 
 # Cache a dataset's normalised cases in memory when its files take at most this
 # much; each loader worker keeps its own copy, so stay well below RAM.
@@ -45,8 +45,8 @@ def _files_size(data_dir, ids, need_label: bool) -> int:
 class _CaseStore:
     """Loads, validates and normalises cases; keeps them when the set is small."""
 
-    def __init__(self, data_dir, ids, intensity, num_classes, need_label, cache, ndim):
-        self.data_dir, self.intensity, self.ndim = data_dir, intensity, ndim
+    def __init__(self, data_dir, ids, intensity, num_classes, need_label, cache, ndim, channels=1):
+        self.data_dir, self.intensity, self.ndim, self.channels = data_dir, intensity, ndim, channels
         self.num_classes, self.need_label = num_classes, need_label
         if cache is None:
             cache = _files_size(data_dir, ids, need_label) <= CACHE_LIMIT_BYTES
@@ -55,14 +55,22 @@ class _CaseStore:
     def get(self, case_id):
         if self.cache is not None and case_id in self.cache:
             return self.cache[case_id]
-        case = load_case(self.data_dir, case_id, self.intensity, self.num_classes, self.need_label)
-        if case[0].ndim != self.ndim:
-            raise UserError(f"{case_paths(self.data_dir, case_id)[0]}: image has {case[0].ndim} axes "
+        case = load_case(self.data_dir, case_id, self.intensity, self.num_classes, self.need_label,
+                         self.channels)
+        axes = case[0].ndim - (self.channels > 1)
+        if axes != self.ndim:
+            raise UserError(f"{case_paths(self.data_dir, case_id)[0]}: image has {axes} spatial axes "
                             f"but the task's patch_size has {self.ndim} (spatial_dims); "
-                            f"use a {case[0].ndim}D task configuration for this data")
+                            f"use a {axes}D task configuration for this data")
         if self.cache is not None:
             self.cache[case_id] = case
         return case
+
+
+def as_channels(image: np.ndarray, channels: int) -> torch.Tensor:
+    """float32 (C, *S) tensor: a channel axis added to a one-channel image, kept for K > 1."""
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    return x if channels > 1 else x[None]
 
 
 class TrainDataset(Dataset):
@@ -70,7 +78,7 @@ class TrainDataset(Dataset):
 
     Item ``k`` reads case ``ids[(k % length) % len(ids)]`` (``k // length`` is the
     epoch, see the module docstring) and returns
-    ``{"image": float32 (1, *patch), "label": int64 (*patch)}``; unlabeled cases get
+    ``{"image": float32 (C, *patch), "label": int64 (*patch)}`` (C = in_channels); unlabeled cases get
     an all-zero dummy label (their label files are not read).
 
     Args:
@@ -98,8 +106,9 @@ class TrainDataset(Dataset):
         self.stream = (LABELED_STREAM if labeled else UNLABELED_STREAM) if stream is None else stream
         self.transform = transform if transform is not None else StrongAugment(
             cfg.patch_size, cfg.crop_pad_extra)
+        self.channels = int(cfg.in_channels)
         self.store = _CaseStore(data_dir, self.ids, cfg.intensity, cfg.num_classes, labeled, cache,
-                                len(cfg.patch_size))
+                                len(cfg.patch_size), self.channels)
 
     def __len__(self):
         return self.length
@@ -112,9 +121,9 @@ class TrainDataset(Dataset):
         case_id = self.ids[(int(index) % self.length) % len(self.ids)]
         image, label = self.store.get(case_id)
         if not self.labeled:
-            label = np.zeros(image.shape, dtype=np.uint8)
+            label = np.zeros(spatial_shape(image.shape, self.channels), dtype=np.uint8)
         image, label = self.transform(image, label, self.rng_for(index))
-        return {"image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None],
+        return {"image": as_channels(image, self.channels),
                 "label": torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))}
 
 
@@ -277,7 +286,7 @@ def make_train_loaders(cfg, data_dir=None, *, require_unlabeled: bool = True,
 class EvalDataset(Dataset):
     """Whole prepared volumes (normalised) for validation and testing.
 
-    Items: ``{"id": str, "image": float32 (1, *shape), "label": int64 (*shape)}``
+    Items: ``{"id": str, "image": float32 (C, *shape), "label": int64 (*shape)}``
     (no ``"label"`` with ``need_label=False``). With ``crop=True`` the volume is
     cut to the centre patch (METHOD.md, "Validation").
     """
@@ -289,8 +298,9 @@ class EvalDataset(Dataset):
         self.need_label = need_label
         self.patch_size = tuple(cfg.patch_size)
         self.pad_extra = cfg.crop_pad_extra
+        self.channels = int(cfg.in_channels)
         self.store = _CaseStore(data_dir, self.ids, cfg.intensity, cfg.num_classes, need_label, cache,
-                                len(cfg.patch_size))
+                                len(cfg.patch_size), self.channels)
 
     def __len__(self):
         return len(self.ids)
@@ -300,8 +310,7 @@ class EvalDataset(Dataset):
         image, label = self.store.get(case_id)
         if self.crop:
             image, label = center_crop(image, label, self.patch_size, self.pad_extra)
-        item = {"id": case_id,
-                "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]}
+        item = {"id": case_id, "image": as_channels(image, self.channels)}
         if self.need_label:
             item["label"] = torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))
         return item

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .cases import case_paths, check_label, read_split
+from .cases import case_paths, check_channels, check_label, read_split, spatial_shape
 
 # Beyond this many problems, the rest are counted, not listed.
 MAX_LISTED = 50
@@ -34,7 +34,7 @@ def _open(path: Path):
     return arr
 
 
-def check_case(data_dir, case_id: str, need_label: bool, num_classes: int) -> list[str]:
+def check_case(data_dir, case_id: str, need_label: bool, num_classes: int, channels: int = 1) -> list[str]:
     """Problems of one prepared case (empty when it is usable)."""
     image_path, label_path = case_paths(data_dir, case_id)
     problems = []
@@ -46,12 +46,17 @@ def check_case(data_dir, case_id: str, need_label: bool, num_classes: int) -> li
             image = None
         elif image.dtype.kind == "f" and not np.isfinite(image).all():
             problems.append(f"{image_path}: image holds {int((~np.isfinite(image)).sum())} NaN or infinite values")
+        if image is not None:
+            check_channels(image.shape, channels, image_path)
+    except UserError as e:
+        problems.append(str(e))
+        image = None
     except ValueError as e:
         problems.append(str(e))
     if need_label:
         try:
             label = _open(label_path)
-            if image is not None and label.shape != image.shape:
+            if image is not None and label.shape != spatial_shape(image.shape, channels):
                 problems.append(f"{label_path}: label shape {list(label.shape)} differs from the image shape "
                                 f"{list(image.shape)}")
             else:
@@ -88,7 +93,7 @@ def check_training_data(cfg, data_dir, uses_unlabeled: bool = True, progress: bo
     bad_cases = 0
     for case_id, need_label in tqdm(todo.items(), total=len(todo), desc="checking cases", unit="case",
                                     disable=not progress or len(todo) < 20, leave=False):
-        found = check_case(data_dir, case_id, need_label, cfg.num_classes)
+        found = check_case(data_dir, case_id, need_label, cfg.num_classes, cfg.in_channels)
         bad_cases += bool(found)
         problems += found
     if problems:

@@ -230,8 +230,11 @@ def check_image(image: np.ndarray, where) -> None:
 
 
 def save_case(npy_dir: Path, case_id: str, image: np.ndarray, label: np.ndarray, num_classes: int) -> None:
-    check_image(image, case_id)
-    if label.shape != image.shape:
+    """``image`` (*S), or (K, *S) with K channels first; ``label`` (*S)."""
+    channels = image.ndim == label.ndim + 1
+    for k, c in enumerate(image if channels else [image]):
+        check_image(c, f"{case_id} channel {k}" if channels else case_id)
+    if label.shape != (image.shape[1:] if channels else image.shape):
         raise CaseError(f"{case_id}: label shape {label.shape} differs from image shape {image.shape}")
     if label.min() < 0 or label.max() >= num_classes:
         raise CaseError(f"{case_id}: label values {label_codes(label)} outside 0..{num_classes - 1}")
