@@ -75,9 +75,10 @@ def state_of(trainer) -> dict:
     out = {}
     for name, m in trainer.method.modules().items():
         out.update({f"{name}.{k}": v.detach().clone() for k, v in m.state_dict().items()})
-    difficulty = getattr(trainer.method, "difficulty", None)
-    if difficulty is not None:
-        out.update({f"difficulty.{k}": v for k, v in difficulty.state_dict().items()})
+    for attr in ("difficulty", "distribution"):  # class weights kept across iterations (A&D, DHC)
+        held = getattr(trainer.method, attr, None)
+        if held is not None:
+            out.update({f"{attr}.{k}": torch.as_tensor(v) for k, v in held.state_dict().items()})
     return out
 
 

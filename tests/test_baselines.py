@@ -218,7 +218,7 @@ def write_dataset(root):
                          splits={"labeled": 2, "unlabeled": 4, "eval": None, "test": "eval"})
 
 
-@pytest.mark.parametrize("method", ["mean_teacher", "uamt", "cps"])
+@pytest.mark.parametrize("method", ["mean_teacher", "uamt", "cps", "dhc"])
 def test_trainer_runs_and_resumes_each_baseline(tmp_path, method):
     data = write_dataset(tmp_path / "data")
     cfg = tiny_cfg(method=method, data_dir=str(data), max_epoch=1, iters_per_epoch=1)

@@ -24,7 +24,7 @@ from genericssl.training import Trainer
 from prepared_data import write_spheres
 
 WORKER = Path(__file__).with_name("dist_worker.py")
-METHODS = ["ad", "supervised", "mean_teacher", "uamt", "cps"]
+METHODS = ["ad", "supervised", "mean_teacher", "uamt", "cps", "dhc"]
 
 
 def launch(scenario, data, out, *methods, timeout=300):
