@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from genericssl.checkpoint import load_checkpoint
 from genericssl.config import TaskConfig, apply_overrides
