@@ -224,3 +224,23 @@ def test_strong_augment_reproducible_2d_and_3d():
         assert set(np.unique(a[1])) <= {0, 1, 2}
         zero = np.zeros(shape, np.uint8)
         assert not aug(image, zero, np.random.default_rng(3))[1].any()
+
+
+def test_channels_move_together_and_take_their_own_intensities():
+    from genericssl.data.augment import StrongAugment
+
+    rng0 = np.random.default_rng(0)
+    image = rng0.normal(size=(20, 20, 20)).astype(np.float32)
+    label = (rng0.random((20, 20, 20)) > 0.7).astype(np.uint8)
+    spatial = StrongAugment((16, 16, 16), num_transforms=2, prob=1.0, transforms=("rotation", "scaling"))
+    for seed in range(4):
+        one = spatial(image, label, np.random.default_rng(seed))
+        two = spatial(np.stack([image, image * 2]), label, np.random.default_rng(seed))
+        # The same crop, rotation and scale for every channel and the label, and the same as one channel.
+        assert two[0].shape == (2, 16, 16, 16)
+        assert np.array_equal(two[0][0], one[0]) and np.array_equal(two[1], one[1])
+        assert np.allclose(two[0][1], 2 * one[0], atol=1e-4)
+    bright = StrongAugment((16, 16, 16), num_transforms=1, prob=1.0, transforms=("brightness",))
+    out, _ = bright(np.stack([image, image]), label, np.random.default_rng(1))
+    f0 = np.median(out[0] / np.where(out[1] == 0, 1, out[1]))
+    assert not np.isclose(f0, 1.0)            # each channel drew its own brightness factor

@@ -286,13 +286,18 @@ class Predictor:
         """The averaged softmax (C, *S) of one prepared array, as a CPU float32 tensor."""
         import torch
 
-        from .data.cases import normalize_intensity
+        from .data.cases import normalize_channels, normalize_intensity
         from .inference import predict_probs
 
         if not np.all(np.isfinite(array)):
             raise UserError(f"{desc}: the image holds NaN or infinite values")
         o = self.options
-        image = normalize_intensity(array, self.cfg.intensity) if o.normalize else array.astype(np.float32)
+        if not o.normalize:
+            image = array.astype(np.float32)
+        elif self.cfg.in_channels > 1:  # each sequence on its own scale, as training read it
+            image = normalize_channels(array, self.cfg.intensity)
+        else:
+            image = normalize_intensity(array, self.cfg.intensity)
         models = self.models if len(self.models) > 1 else self.models[0]
         kw = dict(strides=self.strides, mode=o.mode, batch_windows=o.batch_windows,
                   authors_padding=authors_padding, amp=o.amp, blend=o.blend, tta=o.tta)

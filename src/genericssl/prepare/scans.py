@@ -388,6 +388,10 @@ def prepare_scans(scans: list[Scan], out, *, layout: str, name: str, num_classes
     if status:
         return status
     generated = _splits_from_cases(roles, res.cases)
+    if not generated["unlabeled"]:
+        del generated["unlabeled"]
+        print("note: no unlabeled cases: supervised training works as it is; the semi-supervised methods need "
+              "some (--unlabeled DIR, an imagesUnlabeled/ folder, or --labeled-fraction)")
     preparation = {"layout": layout, "raw": str(Path(raw).absolute()), "orientation": orientation,
                    "spacing": spacing, "channels": len(channel_names), "channel_names": list(channel_names),
                    "interpolation": {"image": "cubic spline", "label": "per-label linear >= 0.5",
@@ -400,7 +404,7 @@ def prepare_scans(scans: list[Scan], out, *, layout: str, name: str, num_classes
     patch = patch_size or default_patch([m["shape"] for m in res.cases.values()])
     task_fields["patch_size"] = list(patch)
     write_text(out / "task.yaml", yaml.safe_dump(task_fields, sort_keys=False))
-    counts = ", ".join(f"{r} {len(generated[r])}" for r in ROLES)
+    counts = ", ".join(f"{r} {len(generated.get(r, []))}" for r in ROLES)
     print(f"splits: {counts}; {len(channel_names)} channel(s) ({', '.join(channel_names)}), {num_classes} classes")
     print(f"task config: {out / 'task.yaml'} (patch {'x'.join(map(str, patch))}); "
           f"train with: genericssl train --config {out / 'task.yaml'}")
