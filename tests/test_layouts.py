@@ -9,7 +9,7 @@ import yaml
 
 from genericssl.cli import main
 from genericssl.imageio import read_volume
-from genericssl.prepare.scans import labels_to_scan, spacing_zyx
+from genericssl.prepare.scans import labels_to_scan, source_context, spacing_zyx
 from layout_fixtures import make_scan, structure_labels, write, write_decathlon, write_nnunet
 
 
@@ -97,7 +97,16 @@ def test_nnunet_nrrd_train_then_predict_new_scans_on_their_own_grid(tmp_path, en
         assert pred.data.shape == label.shape
         assert np.allclose(pred.affine, affine, atol=1e-4)
         assert dice(pred.data >= 1, label >= 1) > 0.5, name
-    # --output-format and a scan whose single file lacks the channels
+    # `run` writes its test predictions onto the original scans as well (grid, affine, format).
+    assert main(["run", "--config", str(out / "task.yaml"), "--no-train", "-k", str(run / "ckpts" / "best_model.pth"),
+                 "--no-progress", "--out", str(tmp_path / "tested")]) == 0
+    meta = json.loads((out / "dataset.json").read_text())
+    test_case = (out / "split_txts" / "test.txt").read_text().split()[0]
+    on_scan = read_volume(tmp_path / "tested" / "predictions_on_scans" / f"{test_case}_seg{ending}")
+    source = read_volume(meta["cases"][test_case]["geometry"]["label"])
+    assert on_scan.data.shape == source.data.shape and np.allclose(on_scan.affine, source.affine, atol=1e-4)
+    assert dice(on_scan.data >= 1, source.data >= 1) > 0.5
+    # A scan whose single file lacks the channels
     assert main(["predict", "-k", str(run / "ckpts" / "best_model.pth"), "--input", str(scans / "a_0000.nrrd"),
                  "--output", str(tmp_path / "one"), "--no-progress"]) == 2
 
@@ -145,6 +154,11 @@ def test_decathlon_datalist_4d_channels_validation_and_unlabeled(tmp_path):
         if lab.any():
             assert image[0][lab > 0].mean() > image[0][lab == 0].mean()
             assert image[1][lab > 0].mean() < image[1][lab == 0].mean()
+            # Back onto the source scan (flipped to LPS and back) through the recorded geometry.
+            affine, shape, centre = truth[cid]
+            back = labels_to_scan(lab, source_context(meta["cases"][cid]["geometry"], "LPS"))
+            assert back.shape == tuple(shape)
+            assert dice(back > 0, structure_labels(affine, shape, centre) > 0) > 0.9
 
 
 def test_time_series_split_into_frames_or_refused(tmp_path, capsys):

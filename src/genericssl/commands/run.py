@@ -45,14 +45,27 @@ def predict_split(model, cfg, data_dir: Path, split: str, out_dir: Path, device,
     from ..data.cases import read_split
     from ..inference import predict_volume
 
+    from ..data.cases import read_dataset_json
+    from ..prepare.scans import write_on_source
+
     out_dir.mkdir(parents=True, exist_ok=True)
     ids = read_split(data_dir, split)
+    meta = read_dataset_json(data_dir) or {}
+    on_scans = []
     ds = EvalDataset(data_dir, ids, cfg, crop=False, need_label=False, cache=False)
     for item in tqdm(ds, desc=f"testing on {split}", disable=not progress):
         image = item["image"].numpy()
         pred = predict_volume(model, image[0] if cfg.in_channels == 1 else image, cfg.patch_size,
                               stride_xy=cfg.stride_xy, stride_z=cfg.stride_z, device=device, progress=False)
         np.save(out_dir / f"{item['id']}.npy", pred.astype(np.uint8))
+        # A dataset prepared from its scans' own layout: the label map on the original scan too.
+        written = write_on_source(pred, meta.get("cases", {}).get(item["id"]), meta.get("preparation") or {},
+                                  out_dir.parent / "predictions_on_scans", cfg.num_classes)
+        if written is not None:
+            on_scans.append(written)
+    if on_scans:
+        print(f"test predictions on the original scans (their grid, affine and format): "
+              f"{on_scans[0].parent} ({len(on_scans)} files)")
     return ids
 
 

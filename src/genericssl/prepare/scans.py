@@ -181,6 +181,48 @@ def labels_to_scan(labels: np.ndarray, ctx: dict) -> np.ndarray:
     return unorient(back, ctx["affine"], ctx["orientation"]) if ctx["orientation"] else back
 
 
+def source_context(geometry: dict, orientation: str | None) -> dict:
+    """The way back (:func:`labels_to_scan`) onto a prepared case's source scan, from the geometry
+    dataset.json recorded for it."""
+    from nibabel import orientations as o
+
+    affine, shape = np.array(geometry["affine"], np.float64), tuple(geometry["shape"])
+    tr = orientation_transform(affine, orientation)
+    view = np.broadcast_to(np.zeros((), bool), shape)  # a zero-stride view: the shape without the voxels
+    grid = (o.apply_orientation(view, tr) if tr is not None else view).shape
+    return {"grid": tuple(grid[::-1]), "affine": affine, "orientation": orientation}
+
+
+def write_on_source(labels: np.ndarray, case: dict, preparation: dict, out_dir: Path, num_classes: int,
+                    suffix: str = "_seg") -> Path | None:
+    """A prediction on a prepared case's grid written onto its source scan (its grid, affine and
+    format), as ``out_dir/<scan>_seg.<ext>``; None for a case without recorded geometry or a frame
+    of a time series."""
+    from ..imageio import Volume, kind_of, output_extension, stem_of, write_label_map
+
+    geometry = (case or {}).get("geometry")
+    if not geometry or geometry.get("frame") is not None:
+        return None
+    ctx = source_context(geometry, preparation.get("orientation"))
+    back = labels_to_scan(labels, ctx)
+    source = Path(geometry["files"][0])
+    stem = stem_of(source)
+    if preparation.get("layout") == "nnunet" and stem.endswith("_0000"):
+        stem = stem[:-5]
+    header = None
+    if kind_of(source) == "nifti" and source.is_file():
+        import nibabel as nib
+        header = nib.load(str(source)).header
+    like = Volume(source, kind_of(source) or "nifti", np.broadcast_to(np.zeros((), np.uint8), back.shape),
+                  ctx["affine"], header, None)
+    if header is not None:
+        import nibabel as nib
+        like.image_class = nib.Nifti1Image if isinstance(header, nib.Nifti1Header) else type(nib.load(str(source)))
+    out = Path(out_dir) / f"{stem}{suffix}{output_extension(source)}"
+    write_label_map(out, back, like, num_classes)
+    return out
+
+
 # ---------------------------------------------------------------- reading one case
 def _squeeze(data: np.ndarray) -> np.ndarray:
     while data.ndim > 3 and data.shape[-1] == 1:
@@ -286,7 +328,7 @@ def prepare_scan(item: dict) -> dict:
             "source_spacing": [round(float(s), 6) for s in own], "domain": item.get("domain"),
             "subject": cid, "labeled": has_label, "shape": [int(s) for s in shape],
             "geometry": {"files": [str(p) for p in paths], "label": item.get("label"), "format": fmt,
-                         "affine": np.round(affine, 6).tolist(), "shape": [int(s) for s in ctx["grid"][::-1]],
+                         "affine": np.round(affine, 6).tolist(), "shape": [int(s) for s in chans[0].shape],
                          "frame": t if len(frames) > 1 else None}}
     return {"cases": cases, "skipped": skipped}
 
