@@ -24,8 +24,10 @@ were float32 on a GPU: on CUDA, pass ``amp=False`` (``--no-amp``) for that.
 
 The authors keep the label map padded; we crop it back to the input's shape
 (``authors_padding=True`` returns the padded map, for exact reproduction).
-MONAI's ``sliding_window_inference`` places and pads windows differently, so it
-cannot reproduce the authors' maps; hence this module.
+MONAI's ``sliding_window_inference`` places its windows like the authors' loop when
+the overlap is chosen per axis as 1 - (stride + 0.5) / patch (``--blend gaussian`` uses
+it so), but pads a volume smaller than the patch differently, so it cannot reproduce
+the authors' maps; hence this module for the paper's uniform average.
 
 What is faster than the authors' loop without changing the computation: several
 windows per forward pass, one running sum of probabilities (the coverage count

@@ -1,7 +1,11 @@
 """Segmentation losses as the A&D paper computes them.
 
-MONAI's DiceCELoss differs in its smoothing terms and cannot weight the Dice term
-per class, so the (short) definition of METHOD.md is written out here.
+MONAI's ``DiceCELoss(include_background=False, to_onehot_y=True, softmax=True,
+batch=True, smooth_nr=1, smooth_dr=1, weight=w)`` is this loss plus the constant 1 (1.5
+with weights; its Dice term is 1 - Dice): the same gradients, tested in
+tests/test_monai_equivalence.py. The definition is written out here all the same
+because in several processes its tp/fp/fn and the weighted CE's denominator must be
+sums over the global batch, which MONAI's loss cannot do.
 
 In several processes (``distributed.global_batch``) the batch sums run over the
 global batch, as nnU-Net's DDP Dice does: the soft Dice's tp/fp/fn are summed over

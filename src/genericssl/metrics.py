@@ -210,7 +210,8 @@ def mean_scores(cases: Sequence[dict[str, list[float]]]) -> dict:
 
 
 class SegmentationMetrics:
-    """Accumulate per-case scores, then average them (MONAI's metric protocol).
+    """Accumulate per-case scores, then average them (the call / aggregate / reset pattern of
+    MONAI's metrics, so code written for those reads the same; MONAI computes nothing here).
 
     >>> metric = SegmentationMetrics(num_classes=2)
     >>> for pred, gt in cases:          # integer label maps, (H, W[, D])
