@@ -23,8 +23,10 @@ def test_q_sample_endpoints():
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
     early = d.q_sample(x0, torch.tensor([0]), noise)
     late = d.q_sample(x0, torch.tensor([999]), noise)
-    assert torch.allclose(early, x0, atol=0.02)
-    assert torch.allclose(late, noise, atol=0.01)
+    # t=0 keeps x0 up to noise of sd ~0.011 (beta_1 ~ 1.2e-4); t=999 is nearly pure noise.
+    assert d.sqrt_one_minus_abar[0] < 0.012 and d.sqrt_abar[-1] < 0.01
+    assert torch.allclose(early, x0, atol=0.012 * float(noise.abs().max()) + 1e-6)
+    assert torch.allclose(late, noise, atol=0.01 * float(x0.abs().max()) + 0.01 * float(noise.abs().max()))
 
 
 def test_sampler_returns_a_constant_denoisers_x0_and_passes_original_steps():
