@@ -35,6 +35,7 @@ def test_nnunet_layout_prepared_on_the_median_spacing(tmp_path, capsys):
     assert set(splits["labeled"]) | set(splits["eval"]) | set(splits["test"]) == labeled_pool
     assert len(splits["eval"]) == len(splits["test"]) == 1
     assert splits["unlabeled"] == ["toy_006", "toy_007", "toy_008"]     # imagesUnlabeled/
+    assert meta["splits"] == splits                                    # recorded in dataset.json as written
     # The target is the median spacing of the labeled training cases, computed from their affines.
     expected = np.median([spacing_zyx(truth[c][0], truth[c][1], "RAS") for c in splits["labeled"]], axis=0)
     assert np.allclose(prep["spacing"], expected, atol=1e-5)

@@ -439,7 +439,7 @@ def prepare_scans(scans: list[Scan], out, *, layout: str, name: str, num_classes
                    "interpolation": {"image": "cubic spline", "label": "per-label linear >= 0.5",
                                      "back": "nearest neighbour"}}
     write_dataset_json(out, "custom", num_classes, labels, "zyx", res.cases, seed=seed, preparation=preparation,
-                       splits={r: len(v) for r, v in generated.items()})
+                       splits={**generated, **supplied})
     write_splits(out, generated, supplied, res.cases, supplied_dir=splits, skipped_ids=res.skipped_ids)
     from .custom import default_patch
 
