@@ -9,6 +9,10 @@ with default-initialised statistics every voxel gets the same class and label
 comparisons say nothing. Even so, agreement figures from random weights are a
 weak check: a trained network is more confident, so fewer voxels sit near a tie.
 
+``--blend``, ``--tta`` and ``--ensemble N`` time one prediction option (as ``predict``
+computes it); ``--options`` times each of them, one at a time, after the main run and
+reports its seconds and its cost relative to that run.
+
 ``--mode whole`` also runs the paper's 16/4 sliding window on the same model and
 reports the fraction of voxels whose labels agree; ``--check-labels`` runs the
 authors' way (one window per pass, contiguous memory layout) and reports the
@@ -51,6 +55,14 @@ def add_infer_arguments(p) -> None:
     p.add_argument("--check-labels", action="store_true",
                    help="also run one window per pass in the contiguous layout (the authors' loop) and "
                         "report the fraction of equal labels")
+    p.add_argument("--blend", choices=("uniform", "gaussian"), default="uniform",
+                   help="window weighting (predict --blend)")
+    p.add_argument("--tta", choices=("none", "mirror"), default="none", help="test-time augmentation (predict --tta)")
+    p.add_argument("--ensemble", type=int, default=1, metavar="N",
+                   help="an ensemble of N random-weight models (predict -k with N files)")
+    p.add_argument("--options", action="store_true",
+                   help="also time --blend gaussian, --tta mirror and an ensemble of 2 on the same volume, each "
+                        "against the main run")
     p.add_argument("--progress", action="store_true", help="progress bar on stderr")
 
 
@@ -125,19 +137,26 @@ def main_infer(args) -> int:
     load_start = os.getloadavg()[0]
     torch.manual_seed(args.seed)
     spatial_dims = len(args.patch)
-    model = DiffVNet(1, args.num_classes, args.base_filters, spatial_dims, has_dropout=False)
     image = synthetic_volume(args.shape, args.seed)
-    calibrate_batchnorm(model, image, [min(p, 64) for p in args.patch])
     cl = {"auto": None, "on": True, "off": False}[args.channels_last]
-    model = prepare_model(model, device, cl)
+    if args.ensemble < 1:
+        raise UserError(f"--ensemble must be at least 1, got {args.ensemble}")
+
+    def random_model():
+        m = DiffVNet(1, args.num_classes, args.base_filters, spatial_dims, has_dropout=False)
+        calibrate_batchnorm(m, image, [min(p, 64) for p in args.patch])
+        return prepare_model(m, device, cl)
+
+    members = [random_model() for _ in range(max(args.ensemble, 2 if args.options else 1))]
+    model = members[0]
     channels_last = any(p.dim() == 5 and p.shape[1] > 1 and not p.is_contiguous()
                         for p in model.parameters())
     amp = False if args.no_amp else None
     strides = axis_strides(spatial_dims, args.stride_xy, args.stride_z)
 
-    def run(mode, strides, batch):
-        return predict_volume(model, image, args.patch, strides=strides, mode=mode, batch_windows=batch,
-                              amp=amp, progress=args.progress, desc=mode)
+    def run(mode, strides, batch, blend=args.blend, tta=args.tta, n=args.ensemble):
+        return predict_volume(members[0] if n == 1 else members[:n], image, args.patch, strides=strides, mode=mode,
+                              batch_windows=batch, amp=amp, progress=args.progress, desc=mode, blend=blend, tta=tta)
 
     labels, wall, cpu = _timed(lambda: run(args.mode, strides, args.batch_windows))
     windows = plan_windows(args.shape, args.patch, strides).num_windows if args.mode == "window" else 1
@@ -151,7 +170,16 @@ def main_infer(args) -> int:
         "device": str(device), "threads": args.threads, "channels_last": channels_last,
         "amp": device.type == "cuda" and not args.no_amp, "torch": torch.__version__,
         "class_fractions": _class_fractions(labels, args.num_classes),
+        "blend": args.blend, "tta": args.tta, "ensemble": args.ensemble,
     }
+    if args.options:
+        options = {"blend gaussian": {"blend": "gaussian"}, "tta mirror": {"tta": "mirror"},
+                   "ensemble of 2": {"n": 2}}
+        result["options"] = {}
+        for name, kw in options.items():
+            got, sec, _ = _timed(lambda: run(args.mode, strides, args.batch_windows, **kw))
+            result["options"][name] = {"sec_per_volume": round(sec, 2), "relative_cost": round(sec / wall, 2),
+                                       "labels_equal_to_main_run": round(float(np.mean(got == labels)), 5)}
     if args.mode == "whole" and not args.no_agreement:
         ref_strides = axis_strides(spatial_dims, 16, 4)
         ref, ref_wall, ref_cpu = _timed(lambda: run("window", ref_strides, args.batch_windows))
