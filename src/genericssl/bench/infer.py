@@ -13,6 +13,12 @@ weak check: a trained network is more confident, so fewer voxels sit near a tie.
 computes it); ``--options`` times each of them, one at a time, after the main run and
 reports its seconds and its cost relative to that run.
 
+``--checkpoint F --data-dir DIR`` measures on a *trained* model instead (e.g. the demo's
+``demo_out/ad/ckpts/best_model.pth`` and ``demo_out/data``): every case of ``--split``
+is predicted by the paper's sliding window at the checkpoint's strides, by one
+whole-volume pass, and (with ``--options``) with each option, and each is scored
+against the ground truth (Dice per class) with its seconds per volume.
+
 ``--mode whole`` also runs the paper's 16/4 sliding window on the same model and
 reports the fraction of voxels whose labels agree; ``--check-labels`` runs the
 authors' way (one window per pass, contiguous memory layout) and reports the
@@ -63,6 +69,12 @@ def add_infer_arguments(p) -> None:
     p.add_argument("--options", action="store_true",
                    help="also time --blend gaussian, --tta mirror and an ensemble of 2 on the same volume, each "
                         "against the main run")
+    p.add_argument("--checkpoint", "-k", metavar="FILE",
+                   help="a trained checkpoint: score each way of predicting on --data-dir's --split cases "
+                        "against their labels instead of timing random weights")
+    p.add_argument("--data-dir", metavar="DIR", help="with --checkpoint: the prepared dataset (default: the "
+                                                    "checkpoint's data_dir)")
+    p.add_argument("--split", default="test", help="with --checkpoint: the split role or list name (default test)")
     p.add_argument("--progress", action="store_true", help="progress bar on stderr")
 
 
@@ -119,6 +131,63 @@ def _timed(fn):
     return out, time.perf_counter() - t0, time.process_time() - c0
 
 
+def trained_comparison(args) -> dict:
+    """Dice against the ground truth and seconds per volume of each way of predicting, on a trained model."""
+    import numpy as np
+    import torch
+
+    from ..config import data_path
+    from ..data.cases import read_split
+    from ..data.loaders import EvalDataset
+    from ..devices import resolve_device
+    from ..inference import axis_strides, predict_volume, prepare_model
+    from ..predict import load_checkpoint_model
+
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    model, cfg = load_checkpoint_model(args.checkpoint)
+    model = prepare_model(model, device)
+    data_dir = data_path(cfg, args.data_dir)
+    ids = read_split(data_dir, cfg.splits.get(args.split, args.split))
+    cases = list(EvalDataset(data_dir, ids, cfg, crop=False))
+    paper = axis_strides(cfg.spatial_dims, cfg.stride_xy, cfg.stride_z)
+    ways = {f"window {cfg.stride_xy}/{cfg.stride_z} (paper)": {"mode": "window"}, "whole volume": {"mode": "whole"}}
+    if args.options:
+        ways.update({"window + blend gaussian": {"mode": "window", "blend": "gaussian"},
+                     "window + tta mirror": {"mode": "window", "tta": "mirror"},
+                     "whole + tta mirror": {"mode": "whole", "tta": "mirror"}})
+    result = {"bench": "infer_trained", "checkpoint": str(args.checkpoint), "data_dir": str(data_dir),
+              "split": args.split, "cases": len(cases), "patch": list(cfg.patch_size), "device": str(device),
+              "threads": args.threads, "ways": {}}
+    first = None
+    for name, kw in ways.items():
+        if cases:  # untimed: the first call of a way pays its imports (MONAI) and allocations
+            warm = cases[0]["image"].numpy()
+            predict_volume(model, warm[0] if cfg.in_channels == 1 else warm, cfg.patch_size, strides=paper,
+                           batch_windows=args.batch_windows, progress=False, **kw)
+        dice, seconds, labels = [], 0.0, []
+        for item in cases:
+            image = item["image"].numpy()
+            image = image[0] if cfg.in_channels == 1 else image
+            pred, sec, _ = _timed(lambda: predict_volume(model, image, cfg.patch_size, strides=paper,
+                                                         batch_windows=args.batch_windows, progress=False, **kw))
+            seconds += sec
+            gt = item["label"].numpy()
+            dice.append([_dice(pred == c, gt == c) for c in range(1, cfg.num_classes)])
+            labels.append(pred)
+        per_class = [round(float(np.mean([d[c] for d in dice if d[c] is not None])), 2)
+                     for c in range(cfg.num_classes - 1)]
+        entry = {"mean_dice": round(float(np.mean(per_class)), 2), "dice_per_class": per_class,
+                 "sec_per_volume": round(seconds / max(len(cases), 1), 2)}
+        if first is None:
+            first = (labels, seconds)
+        else:
+            entry["relative_cost"] = round(seconds / first[1], 2)
+            entry["labels_equal_to_paper"] = round(float(np.mean([np.mean(a == b) for a, b in zip(labels, first[0])])), 5)
+        result["ways"][name] = entry
+    return result
+
+
 def main_infer(args) -> int:
     import numpy as np
     import torch
@@ -128,6 +197,9 @@ def main_infer(args) -> int:
     from ..inference import axis_strides, plan_windows, predict_volume, prepare_model
     from ..models.diff_vnet import DiffVNet
 
+    if args.checkpoint:
+        print(json.dumps(trained_comparison(args)), flush=True)
+        return 0
     if len(args.patch) != len(args.shape) or len(args.patch) not in (2, 3):
         raise UserError(f"--patch {args.patch} and --shape {args.shape} need the same number (2 or 3) of axes")
     if any(p % 16 for p in args.patch):
@@ -176,6 +248,7 @@ def main_infer(args) -> int:
         options = {"blend gaussian": {"blend": "gaussian"}, "tta mirror": {"tta": "mirror"},
                    "ensemble of 2": {"n": 2}}
         result["options"] = {}
+        run(args.mode, strides, args.batch_windows, blend="gaussian")  # untimed: MONAI's import
         for name, kw in options.items():
             got, sec, _ = _timed(lambda: run(args.mode, strides, args.batch_windows, **kw))
             result["options"][name] = {"sec_per_volume": round(sec, 2), "relative_cost": round(sec / wall, 2),
