@@ -37,7 +37,7 @@ then the inverse reorientation onto the scan's own grid and affine.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +61,6 @@ class Scan:
     label: Path | None = None
     role: str | None = None
     domain: str | None = None
-    notes: list = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- geometry
