@@ -24,7 +24,7 @@ from genericssl.training import Trainer
 from prepared_data import write_spheres
 
 WORKER = Path(__file__).with_name("dist_worker.py")
-METHODS = ["ad", "supervised", "mean_teacher", "uamt", "cps", "dhc"]
+METHODS = ["ad", "supervised", "mean_teacher", "uamt", "cps", "bcp", "dhc"]
 
 
 def launch(scenario, data, out, *methods, timeout=300):
@@ -89,6 +89,11 @@ def test_ranks_hold_identical_state_after_training(trained, method):
     assert all(h["world_size"] == 2 and h["ranks_identical"] for h in hist)
     # The checksum moves: the weights were trained, not merely left equal.
     assert hist[0]["param_checksum"] != hist[1]["param_checksum"]
+
+
+def test_bcp_covers_both_stages(trained):
+    # 2 epochs: copy-paste pre-training in epoch 0, self-training with the teacher in epoch 1.
+    assert [h["pretrain"] for h in history(trained / "run_train_bcp")] == [1.0, 0.0]
 
 
 def test_difficulty_weights_are_everyones(trained):

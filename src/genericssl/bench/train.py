@@ -2,7 +2,9 @@
 
 Random data of the preset's shape, the real method step, backward and SGD step
 (the trainer's own ``optimizer_step``); one warm-up iteration, then the median of
-``--iters``. Prints one JSON line.
+``--iters``. Prints one JSON line. The step timed is the one most of a run trains
+with (a method's ``steady_state()``, where it has one): for BCP the self-training
+step, not its cheaper labeled pre-training of the first 2/17 of the epochs.
 
 ``--nproc N``: the same preset (the same global batch) first in one process with
 ``--threads`` threads, then in N processes under DistributedDataParallel sharing
@@ -74,6 +76,12 @@ def measure(args) -> dict:
         cfg.channels_last = args.channels_last == "on"
     torch.manual_seed(0)
     method = get_method(args.method)(cfg, device)
+    # A method whose first epochs run a cheaper step (BCP's labeled pre-training) says how to
+    # enter its main stage with ``steady_state()``; looked up here rather than declared on
+    # methods/base.py, whose bytes are in every `bench accuracy` cell's cache key.
+    steady_state = getattr(method, "steady_state", None)
+    if steady_state is not None:
+        steady_state()
     sync_bn = ctx.active and args.sync_bn == "on"
     if sync_bn:
         for m in method.modules().values():

@@ -247,6 +247,11 @@ class BCP(Method):
         self.teacher.load_state_dict(self.model.state_dict())
         self.self_training = True
 
+    def steady_state(self) -> None:
+        """Self-training, the step of 15/17 of the epochs (for ``bench train``)."""
+        if not self.self_training:
+            self.start_self_training()
+
     # ---------------------------------------------------------------- the step
     def mask_for(self, image: torch.Tensor) -> torch.Tensor:
         return cuboid_mask(tuple(image.shape[2:]), self.mask_ratio, device=image.device)
