@@ -172,7 +172,7 @@ def test_a_change_to_one_method_reruns_that_method_only(tmp_path, monkeypatch):
     pkg = tmp_path / "pkg"
     shutil.copytree(acc.PACKAGE_DIR, pkg, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(acc, "PACKAGE_DIR", pkg)
-    names = ("supervised", "mean_teacher", "uamt", "cps", "ad", "ad_eval_sampler")
+    names = ("supervised", "mean_teacher", "uamt", "cps", "bcp", "dhc", "ad", "ad_eval_sampler")
     before = {m: acc.code_version(m) for m in names}
     everything = acc.code_version()
 
@@ -185,8 +185,9 @@ def test_a_change_to_one_method_reruns_that_method_only(tmp_path, monkeypatch):
         return changed
 
     assert edit("methods/cps.py") == {"cps"}
-    assert edit("methods/difficulty.py") == {"ad", "ad_eval_sampler"}
-    assert edit("methods/mean_teacher.py") == {"mean_teacher", "uamt"}
+    assert edit("methods/bcp.py") == {"bcp"}
+    assert edit("methods/difficulty.py") == {"ad", "ad_eval_sampler", "dhc"}   # DHC's DiffDW is A&D's rule
+    assert edit("methods/mean_teacher.py") == {"mean_teacher", "uamt", "bcp"}  # BCP takes its ema_update
     assert edit("methods/base.py") == set(names)
     assert edit("losses.py") == set(names)
     assert acc.code_version() != everything
@@ -280,7 +281,7 @@ def test_dice_at_time_takes_the_last_points_within_the_time():
 def test_bad_names_list_the_valid_ones():
     with pytest.raises(UserError, match="unknown settings 'lung'; valid settings: ssl5, ssl, ibssl, uda, semidg"):
         acc.parse_names("ssl,lung", list(acc.SETTINGS), "settings")
-    with pytest.raises(UserError, match="valid methods: supervised, mean_teacher, uamt, cps, ad, full"):
+    with pytest.raises(UserError, match="valid methods: supervised, mean_teacher, uamt, cps, bcp, dhc, ad, full"):
         acc.parse_names("fixmatch", list(acc.METHODS), "methods")
     with pytest.raises(UserError, match="seed list is empty"):
         acc.parse_seeds(" , ")

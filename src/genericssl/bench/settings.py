@@ -57,9 +57,10 @@ SETTINGS: dict[str, BenchSetting] = {
 
 # Table order; "full" is the supervised method trained on every training case
 # (the fully supervised upper bound), a reference row.
-METHODS = ("supervised", "mean_teacher", "uamt", "cps", "ad", "full")
+METHODS = ("supervised", "mean_teacher", "uamt", "cps", "bcp", "dhc", "ad", "full")
 METHOD_LABELS = {"supervised": "Supervised (labeled only)", "mean_teacher": "Mean Teacher", "uamt": "UA-MT",
-                 "cps": "CPS", "ad": "A&D (ours)", "full": "Fully supervised (all labeled)"}
+                 "cps": "CPS", "bcp": "BCP", "dhc": "DHC", "ad": "A&D (ours)",
+                 "full": "Fully supervised (all labeled)"}
 
 # Maximum unlabeled-loss weight per method: each method's published default,
 # since the losses differ in scale (softmax MSE averaged over voxels and
@@ -70,6 +71,10 @@ METHOD_LABELS = {"supervised": "Supervised (labeled only)", "mean_teacher": "Mea
 #   paper's 1.5 (2D natural images) collapsed every run here to the largest class:
 #   ssl seed 0 scored 47.1 Dice at 1.5 and 81.9 at 0.1 (both with SSL4MIS's
 #   Kaiming/Xavier init, which methods/cps.py has since dropped; docs/benchmark.md).
+#   bcp and dhc are not listed: they do not read cfg.unsup_weight (their cells
+#   carry 0) but their own published weights, BCP's u_weight 0.5 (no ramp) and
+#   DHC's CPS weight 0.1 on the same sigmoid ramp (methods/bcp.py, methods/dhc.py);
+#   --weights does not take them.
 UNSUP_WEIGHTS = {"ad": 10.0, "mean_teacher": 0.1, "uamt": 0.1, "cps": 0.1}
 
 # What every method shares (METHOD.md's optimiser, the paper's lr and EMA).
