@@ -54,7 +54,8 @@ def add_arguments(parser):
                         "borders)")
     w.add_argument("--tta", choices=("none", "mirror"), default="none",
                    help="test-time augmentation: none (the paper's) or mirror (softmax averaged over the 2^D axis "
-                        "flips, nnU-Net's default; 2^D times the work)")
+                        "flips, nnU-Net's default; 2^D times the work; only for a model trained with mirrored "
+                        "images: A&D's augmentation has no flips, and on the demo mirror TTA lowers Dice)")
     w.add_argument("--authors-padding", action="store_true",
                    help="keep the zero padding of a volume smaller than the patch in the label map, as the "
                         "authors do (.npy inputs only; a NIfTI label map must lie on the scan's grid)")
