@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     args._argv = argv  # `--nproc N` relaunches the same command line
+    from .allocator import keep_freed_memory
+
+    keep_freed_memory()  # before the first large tensor; GENERICSSL_MALLOC=system turns it off
     rank = int(os.environ.get("RANK", "0"))
     try:
         return int(args._main(args) or 0)

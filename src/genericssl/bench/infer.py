@@ -32,6 +32,8 @@ import resource
 import sys
 import time
 
+from .. import allocator
+
 
 def _shape(text: str) -> tuple[int, ...]:
     try:
@@ -268,6 +270,9 @@ def main_infer(args) -> int:
         result["authors_loop_cpu_sec"] = round(ref_cpu, 1)
         result["labels_equal_to_authors_loop"] = round(float(np.mean(ref == labels)), 7)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["process_kernel_sec"], result["process_minor_faults"] = round(usage.ru_stime, 2), usage.ru_minflt
+    result["malloc"] = allocator.state()
     result["loadavg_1min_start_end"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
     if device.type == "cuda":
         result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)

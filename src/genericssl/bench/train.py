@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .. import allocator
+
 PRESETS = {
     # name: (base_filters, num_classes, batch (labeled = unlabeled), patch)
     "S": (16, 2, 2, (64, 64, 48)),
@@ -103,18 +105,24 @@ def measure(args) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    times = []
+    times, kernel = [], []
     for i in range(args.iters + 1):
         distributed.barrier()
-        t = time.perf_counter()
+        t, sys0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
         step()
         times.append(time.perf_counter() - t)
+        sys1 = resource.getrusage(resource.RUSAGE_SELF)
+        kernel.append((sys1.ru_stime - sys0.ru_stime, sys1.ru_minflt - sys0.ru_minflt))
     result = {"bench": "train", "preset": args.preset, "method": args.method, "device": str(device),
               "base_filters": n, "num_classes": C, "batch": f"{B}+{B}", "patch": list(patch),
               "amp": amp, "channels_last": method.channels_last, "threads": torch.get_num_threads(), "iters": args.iters,
               "sec_per_iter": round(statistics.median(times[1:]), 3),
               "sec_first_iter": round(times[0], 3),
-              "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+              "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+              # Kernel time and page faults per timed iteration: what the allocator setting changes.
+              "kernel_sec_per_iter": round(statistics.median(k[0] for k in kernel[1:]), 3),
+              "minor_faults_per_iter": int(statistics.median(k[1] for k in kernel[1:])),
+              "malloc": allocator.state()}
     if ctx.active:
         result.update(processes=ctx.world_size, backend=ctx.backend, per_process_batch=f"{share}+{share}",
                       sync_bn=sync_bn)
