@@ -115,3 +115,37 @@ def test_supervised_runs_without_an_unlabeled_list(data, tmp_path):
     assert t.loader_u is None
     t.fit()
     assert t.iterations_run == 1  # 2 labeled cases, batch 2
+
+
+def test_callbacks_see_every_epoch_in_order_and_their_record_fields_are_kept(data, tmp_path):
+    from genericssl.training import Callback
+
+    events = []
+
+    class Recorder(Callback):
+        def on_train_start(self, trainer):
+            events.append("start")
+
+        def on_epoch_start(self, trainer, epoch):
+            events.append(("epoch", epoch))
+
+        def on_iteration_end(self, trainer, epoch, iteration, logs):
+            events.append(("iter", epoch))
+
+        def on_epoch_end(self, trainer, record):
+            events.append(("end", record["epoch"]))
+            record["seen_by_callback"] = len(trainer.history)     # the record is not in the history yet
+
+        def on_train_end(self, trainer, summary):
+            events.append("done")
+
+    Trainer(cfg_for(data, max_epoch=1), data, tmp_path / "cb", progress=False, tensorboard=False,
+            callbacks=[Recorder()]).fit()
+    assert events[0] == "start" and events[-1] == "done"
+    body = events[1:-1]
+    for epoch in (0, 1):
+        mine = [e for e in body if e[1] == epoch]
+        assert mine[0] == ("epoch", epoch) and mine[-1] == ("end", epoch) and ("iter", epoch) in mine
+    assert body.index(("end", 0)) < body.index(("epoch", 1))
+    hist = [json.loads(l) for l in (tmp_path / "cb" / "history.jsonl").read_text().splitlines()]
+    assert [h["seen_by_callback"] for h in hist] == [0, 1]

@@ -79,14 +79,17 @@ class Callback:
     (``trainer.dist.is_main`` tells rank 0): ``on_setup`` once the method's networks
     exist, before the optimizer is built and before they are wrapped for several
     processes (change the networks there: load weights, freeze, cast);
-    ``on_train_start`` when ``fit`` begins; per epoch ``on_iteration_end`` after each
-    optimizer step, then ``on_epoch_end`` with the epoch's record (after validation,
+    ``on_train_start`` when ``fit`` begins; per epoch ``on_epoch_start`` before its first
+    iteration, ``on_iteration_end`` after each optimizer step, then ``on_epoch_end`` with
+    the epoch's record (after validation,
     before it is logged and checkpointed: what a callback adds to the record is logged
     and resumed with it); ``on_train_end`` with the summary."""
 
     def on_setup(self, trainer: "Trainer") -> None: ...
 
     def on_train_start(self, trainer: "Trainer") -> None: ...
+
+    def on_epoch_start(self, trainer: "Trainer", epoch: int) -> None: ...
 
     def on_iteration_end(self, trainer: "Trainer", epoch: int, iteration: int, logs: dict) -> None: ...
 
@@ -396,6 +399,8 @@ class Trainer:
         epoch = self.start_epoch - 1
         for epoch in range(self.start_epoch, cfg.max_epoch + 1):
             te = time.time()
+            for cb in self.callbacks:
+                cb.on_epoch_start(self, epoch)
             train_logs = self._train_epoch(epoch)
             self.method.on_epoch_end(epoch)
             lr = poly_lr(cfg.lr, epoch, cfg.max_epoch)

@@ -331,37 +331,39 @@ def _test_scores(net, cases, num_classes: int, patch, stride: int, device) -> di
             "asd": float(asd_c.mean()), "asd_per_class": asd_c.tolist()}
 
 
-def _bench_trainer_class():
-    from ..training import Trainer
+def _bench_callback_class():
+    from ..training import Callback
 
-    class BenchTrainer(Trainer):
-        """The trainer, plus a test-set evaluation of the predictor at chosen epochs.
+    class BenchCallback(Callback):
+        """A test-set evaluation of the predictor at chosen epochs, through the trainer's public hooks.
 
-        The scores go into the epoch's history record (and so into the resume
+        The scores go into the epoch's record (and so into the history and the resume
         checkpoint), with the training seconds up to that epoch.
         """
 
-        def _train_epoch(self, epoch):
-            # CPU seconds of the training itself: with one thread this measures the
-            # work, whatever else shares the machine; the wall clock does not.
-            c0 = time.process_time()
-            logs = super()._train_epoch(epoch)
-            logs["cpu_seconds"] = time.process_time() - c0
-            return logs
+        def __init__(self, cases, test_epochs, stride):
+            self.cases, self.test_epochs, self.stride = cases, set(test_epochs), stride
+            self.c0 = self.c_last = 0.0
 
-        def setup_test(self, cases, test_epochs, stride):
-            self.test_cases, self.test_epochs, self.test_stride = cases, set(test_epochs), stride
+        # CPU seconds of the training itself (first to last optimizer step): with one thread
+        # this measures the work, whatever else shares the machine; the wall clock does not.
+        def on_epoch_start(self, trainer, epoch):
+            self.c0 = self.c_last = time.process_time()
 
-        def _write_logs(self, record):
+        def on_iteration_end(self, trainer, epoch, iteration, logs):
+            self.c_last = time.process_time()
+
+        def on_epoch_end(self, trainer, record):
+            record["cpu_seconds"] = self.c_last - self.c0
             if record["epoch"] in self.test_epochs:
-                record["train_seconds"] = float(sum(r["seconds"] for r in self.history))
-                record["train_cpu_seconds"] = float(sum(r.get("cpu_seconds", 0.0) for r in self.history))
-                record["test"] = _test_scores(self.method.predictor(), self.test_cases, self.cfg.num_classes,
-                                              self.cfg.patch_size, self.test_stride, self.device)
-                self.method.train()
-            super()._write_logs(record)
+                so_far = trainer.history + [record]
+                record["train_seconds"] = float(sum(r["seconds"] for r in so_far))
+                record["train_cpu_seconds"] = float(sum(r.get("cpu_seconds", 0.0) for r in so_far))
+                record["test"] = _test_scores(trainer.method.predictor(), self.cases, trainer.cfg.num_classes,
+                                              trainer.cfg.patch_size, self.stride, trainer.device)
+                trainer.method.train()
 
-    return BenchTrainer
+    return BenchCallback
 
 
 def run_cell(job: dict) -> dict:
@@ -387,9 +389,11 @@ def run_cell(job: dict) -> dict:
     def log(msg):
         print(msg, file=log_file, flush=True)
 
-    trainer = _bench_trainer_class()(cfg, cfg.data_dir, run_dir, job["device"], resume=last if last.is_file() else None,
-                                     progress=False, tensorboard=False, overwrite=True, log=log)
-    trainer.setup_test(cases, job["budget"]["test_epochs"], job["stride"])
+    from ..training import Trainer
+
+    bench = _bench_callback_class()(cases, job["budget"]["test_epochs"], job["stride"])
+    trainer = Trainer(cfg, cfg.data_dir, run_dir, job["device"], resume=last if last.is_file() else None,
+                      progress=False, tensorboard=False, overwrite=True, log=log, callbacks=[bench])
     trainer.fit()
     log_file.close()
 
@@ -424,7 +428,7 @@ def run_cell(job: dict) -> dict:
 
 
 # Functions whose source is part of the code version (they compute a cell's numbers).
-CELL_FUNCTIONS = (epoch_iterations, budget_for, cell_config, _predict, _test_scores, _bench_trainer_class,
+CELL_FUNCTIONS = (epoch_iterations, budget_for, cell_config, _predict, _test_scores, _bench_callback_class,
                   run_cell)
 
 
