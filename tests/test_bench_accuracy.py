@@ -6,6 +6,7 @@ import pytest
 
 from genericssl import cli
 from genericssl.bench import accuracy as acc
+from genericssl.bench import cells
 from genericssl.errors import UserError
 from genericssl.training import Trainer
 
@@ -138,7 +139,7 @@ def test_cell_keys_follow_the_data_bytes_not_the_generator_source(tmp_path, monk
 
     pkg = tmp_path / "pkg"
     shutil.copytree(acc.PACKAGE_DIR, pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(acc, "PACKAGE_DIR", pkg)
+    monkeypatch.setattr(cells, "PACKAGE_DIR", pkg)   # where code_version reads it
     before = acc.code_version()
     with open(pkg / "data" / "synthetic.py", "a") as f:
         f.write("\n# an edit of the generator\n")
@@ -171,7 +172,7 @@ def test_a_change_to_one_method_reruns_that_method_only(tmp_path, monkeypatch):
     assert acc.method_files("full") == acc.method_files("supervised")
     pkg = tmp_path / "pkg"
     shutil.copytree(acc.PACKAGE_DIR, pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(acc, "PACKAGE_DIR", pkg)
+    monkeypatch.setattr(cells, "PACKAGE_DIR", pkg)   # where code_version reads it
     names = ("supervised", "mean_teacher", "uamt", "cps", "bcp", "dhc", "ad", "ad_eval_sampler")
     before = {m: acc.code_version(m) for m in names}
     everything = acc.code_version()

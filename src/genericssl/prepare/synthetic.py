@@ -48,7 +48,7 @@ def training_fields(setting: str, task: dict, splits: dict, seed: int) -> dict:
         from ..commands.demo import DEMO_SETTINGS
 
         return {**task, **DEMO_SETTINGS, "seed": seed}
-    from ..bench.accuracy import budget_for, cell_config
+    from ..bench.cells import budget_for, cell_config
     from ..bench.settings import DEFAULTS, UNSUP_WEIGHTS
 
     budget = budget_for(task, splits, DEFAULTS["iters"], DEFAULTS["batch_size"], DEFAULTS["rampup_fraction"],

@@ -1,0 +1,301 @@
+"""The report of `genericssl bench accuracy`: aggregation over seeds, the verdict, the
+markdown tables laid out like the paper's, and the plots."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .cells import LABELS, base_method, code_version
+from .settings import DEFAULTS, SETTINGS
+
+# ---------------------------------------------------------------- aggregation
+def _mean_std(values):
+    v = [x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    if not v:
+        return None, None
+    return float(np.mean(v)), float(np.std(v))  # population std, as the paper's Synapse table
+
+
+def dice_at_time(curve: list[dict], seconds: float, k: int, key: str = "train_seconds") -> float | None:
+    """Mean Dice of the last ``k`` test evaluations done within ``seconds`` of training."""
+    pts = [c["dice"] for c in curve if c[key] <= seconds * (1 + 1e-9)]
+    return float(np.mean(pts[-k:])) if pts else None
+
+
+def time_key(a: dict, b: dict) -> str:
+    """Compare single-thread CPU runs by CPU seconds (the work, whatever else shared the
+    machine); anything else by wall seconds."""
+    single = all(r.get("threads") == 1 and r.get("device") == "cpu" and r.get("train_cpu_seconds")
+                 for r in (a, b))
+    return "train_cpu_seconds" if single else "train_seconds"
+
+
+def summarize(results, jobs, settings, methods, seeds, table, command="", code=None, **run) -> dict:
+    cells: dict = {}
+    for r in results:
+        cells.setdefault(r["setting"], {}).setdefault(r["method"], {})[str(r["seed"])] = r
+    last_k = jobs[0]["last_k"] if jobs else DEFAULTS["last_k"]
+    summary: dict = {}
+    for s in settings:
+        summary[s] = {}
+        sup = cells.get(s, {}).get("supervised", {})
+        for m in methods:
+            by_seed = cells.get(s, {}).get(m, {})
+            rs = [by_seed[str(seed)] for seed in seeds if str(seed) in by_seed]
+            dice_m, dice_s = _mean_std([r["dice"] for r in rs])
+            asd_m, asd_s = _mean_std([r["asd"] for r in rs])
+            per_class = np.mean([r["dice_per_class"] for r in rs], axis=0).tolist() if rs else []
+            eq_time, ratio, clocks = [], [], set()
+            for r in rs:
+                ref = sup.get(str(r["seed"]))
+                if ref is not None and ref["train_seconds"] > 0:
+                    key = time_key(r, ref)
+                    eq_time.append(dice_at_time(r["curve"], ref[key], last_k, key))
+                    ratio.append(r[key] / ref[key])
+                    clocks.add("CPU" if key == "train_cpu_seconds" else "wall")
+            eq_m, eq_s = _mean_std(eq_time)
+            summary[s][m] = {
+                "dice_mean": dice_m, "dice_std": dice_s, "asd_mean": asd_m, "asd_std": asd_s,
+                "dice_per_class_mean": per_class, "seeds": [r["seed"] for r in rs],
+                "tasks": sorted({r["task"] for r in rs}),
+                "iterations": sorted({r["iterations"] for r in rs}),
+                "train_seconds_mean": _mean_std([r["train_seconds"] for r in rs])[0],
+                "dice_at_supervised_time_mean": eq_m, "dice_at_supervised_time_std": eq_s,
+                "time_vs_supervised": _mean_std(ratio)[0], "time_clock": "/".join(sorted(clocks)),
+                "train_cpu_seconds_mean": _mean_std([r["train_cpu_seconds"] for r in rs])[0],
+            }
+    budget = {}
+    for j in jobs:
+        budget.setdefault(j["setting"], {})[j["task"]] = {
+            k: j["budget"][k] for k in ("iterations", "epochs", "iters_per_epoch", "rampup_epochs", "test_every")}
+        budget[j["setting"]][j["task"]]["patch_size"] = j["cfg"]["patch_size"]
+    report = {
+        "benchmark": "genericssl bench accuracy", "synthetic_data": True, "command": command,
+        "code": code if code is not None else code_version(), "settings": list(settings), "methods": list(methods),
+        "seeds": list(seeds), "run": {**run, "batch_size": DEFAULTS["batch_size"], "lr": DEFAULTS["lr"],
+                                      "last_k": last_k},
+        "columns": {s: table[s].column for s in settings}, "budget": budget,
+        "summary": summary, "cells": cells,
+    }
+    report["verdict"] = verdict(report)
+    return report
+
+
+# ---------------------------------------------------------------- report
+def verdict(report: dict) -> list[dict]:
+    """The issue's question, per setting: is A&D (and each A&D variant) ahead of the best
+    baseline? Compared on the seeds that A&D and every baseline finished (an unfinished
+    run must not decide it), with the gap of the means and the seeds on which A&D won
+    head to head (same seed, same data), which says more than a gap inside the spread."""
+    cells, methods = report["cells"], report["methods"]
+    ours = [m for m in methods if base_method(m) == "ad"]
+    baselines = [m for m in methods if m not in ours and m != "full"]
+    rows = []
+    for s in report["settings"] if baselines else []:
+        by = cells.get(s, {})
+        for m in ours:
+            seeds = set(by.get(m, {}))
+            for b in baselines:
+                seeds &= set(by.get(b, {}))
+            seeds = sorted(seeds, key=int)
+            if not seeds:
+                continue
+            mean = {k: float(np.mean([by[k][x]["dice"] for x in seeds])) for k in baselines + [m]}
+            best = max(baselines, key=mean.get)
+            wins = sum(by[m][x]["dice"] > by[best][x]["dice"] for x in seeds)
+            rows.append({"setting": s, "method": m, "seeds": [int(x) for x in seeds], "dice": mean[m],
+                         "best_baseline": best, "best_baseline_dice": mean[best], "gap": mean[m] - mean[best],
+                         "seeds_won": wins})
+    return rows
+
+
+def _verdict_lines(report: dict) -> list[str]:
+    rows = report["verdict"]
+    if not rows:
+        return []
+    ours = {r["method"] for r in rows}
+    baselines = [LABELS.get(m, m) for m in report["methods"] if m not in ours and m != "full"]
+    out = ["", "## Is A&D ahead of the best baseline?", "",
+           f"On the seeds that A&D and every baseline ({', '.join(baselines)}) finished: "
+           "gap = A&D's mean Dice minus the best baseline's; seeds won = runs with the same seed and "
+           "data where A&D's Dice was higher.", "",
+           "| Setting | Method | seeds | Dice | best baseline | its Dice | gap | seeds won |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {report['columns'][r['setting']]} | {LABELS.get(r['method'], r['method'])} | "
+                   f"{', '.join(map(str, r['seeds']))} | {r['dice']:.2f} | "
+                   f"{LABELS.get(r['best_baseline'], r['best_baseline'])} | {r['best_baseline_dice']:.2f} | "
+                   f"{r['gap']:+.2f} | {r['seeds_won']} of {len(r['seeds'])} |")
+    return out
+
+
+def _fmt(m, s, digits=2, n=None, total=None):
+    """``mean ± std``; a mean over fewer seeds than the report's says over how many
+    (a single seed has no spread to show, and "± 0.00" would claim one)."""
+    if m is None:
+        return "—"
+    if n is not None and total is not None and n < total:
+        spread = "" if n < 2 else f" ± {s:.{digits}f}"
+        return f"{m:.{digits}f}{spread} (n={n})"
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def markdown_report(report: dict, table=None) -> str:
+    table = SETTINGS if table is None else table
+    settings, methods, summary = report["settings"], report["methods"], report["summary"]
+    cols = [report["columns"][s] for s in settings]
+    semi = [m for m in methods if m != "full"]
+    n_seeds = len(report["seeds"])
+
+    def best(s, key, lower=False):
+        vals = {m: summary[s][m][key] for m in semi if summary[s][m][key] is not None}
+        if not vals:
+            return None
+        return (min if lower else max)(vals, key=vals.get)
+
+    def rows(key, std_key, lower=False, digits=2):
+        lines = ["| Method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+        for m in methods:
+            cells = []
+            for s in settings:
+                e = summary[s][m]
+                txt = _fmt(e[key], e[std_key], digits, len(e["seeds"]), n_seeds)
+                if m != "full" and best(s, key, lower) == m and e[key] is not None:
+                    txt = f"**{txt}**"
+                cells.append(txt)
+            label = LABELS.get(m, m) + (" *(reference)*" if m == "full" else "")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        return lines
+
+    seeds = ", ".join(map(str, report["seeds"]))
+    run = report["run"]
+    out = ["# Synthetic accuracy benchmark", "",
+           "**Synthetic data**, small volumes, CPU-sized networks: this tests whether the paper's claim "
+           "holds on problems that are hard in the same ways, not the paper's numbers.", "",
+           f"- command: `{report['command'] or 'genericssl bench accuracy'}`",
+           f"- seeds: {seeds}; code {report['code']['package']} / {report['code']['sources']}",
+           f"- every method of a setting: the same iterations, batch {run['batch_size']} labeled + "
+           f"{run['batch_size']} unlabeled, lr {run['lr']}, ramp-up over the first third of the epochs; "
+           f"{run['base_filters']} base filters, {run['size']}^3 volumes",
+           f"- Dice: mean of the last {run['last_k']} test evaluations of each run (sliding window), then mean "
+           f"± population std over seeds; best semi-supervised method in bold"]
+    missing = report.get("missing_cells") or []
+    if missing:
+        total = len(missing) + sum(len(by_seed) for by_m in report["cells"].values() for by_seed in by_m.values())
+        out.append(f"- **incomplete**: {total - len(missing)} of {total} cells finished; each mean covers the "
+                   f"seeds finished for its row (missing: {', '.join(missing)})")
+    out += ["", "## Test Dice (%), equal iterations", ""]
+    out += rows("dice_mean", "dice_std")
+    out += ["", "## Test ASD (voxels, lower is better), equal iterations", ""]
+    out += rows("asd_mean", "asd_std", lower=True)
+    out += _verdict_lines(report)
+    out += ["", "## Equal time", "",
+            "Dice of each run at the training time its seed's supervised run took (mean of the last "
+            f"{run['last_k']} test evaluations by then), and training time relative to supervised "
+            "(single-thread CPU runs compare CPU seconds, which do not depend on what else shared the "
+            "machine; other runs compare wall seconds). "
+            "Schedules (lr, ramp-up) are set for the full run, so this view is pessimistic for the "
+            "slower methods.", ""]
+    lines = ["| Method | " + " | ".join(f"{c}: Dice at sup. time | time ×" for c in cols) + " |",
+             "|---|" + "---|---|" * len(cols)]
+    for m in methods:
+        cells = []
+        for s in settings:
+            e = summary[s][m]
+            cells.append(_fmt(e["dice_at_supervised_time_mean"], e["dice_at_supervised_time_std"],
+                              n=len(e["seeds"]), total=n_seeds))
+            cells.append("—" if e["time_vs_supervised"] is None else f"{e['time_vs_supervised']:.1f}")
+        lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
+    out += lines
+    if "ibssl" in settings:
+        k = max((len(summary["ibssl"][m]["dice_per_class_mean"]) for m in methods), default=0)
+        if k:
+            out += ["", "## IBSSL per-class Dice (%), classes from largest to smallest", "",
+                    "| Method | " + " | ".join(f"C{c + 1}" for c in range(k)) + " | mean |",
+                    "|---|" + "---|" * (k + 1)]
+            for m in methods:
+                pc = summary["ibssl"][m]["dice_per_class_mean"]
+                if pc:
+                    out.append(f"| {LABELS.get(m, m)} | " + " | ".join(f"{v:.1f}" for v in pc)
+                               + f" | {np.mean(pc):.1f} |")
+    out += ["", "## Budget", "", "| Setting | task(s) | iterations | epochs × it/epoch | ramp-up epochs | patch "
+            "| train s per cell, wall (CPU), mean over seeds |", "|---|---|---|---|---|---|---|"]
+    for s in settings:
+        tasks = report["budget"].get(s, {})
+        b = next(iter(tasks.values()), None)
+        if b is None:
+            continue
+        secs = ", ".join(f"{m} {summary[s][m]['train_seconds_mean']:.0f}"
+                         + (f" ({summary[s][m]['train_cpu_seconds_mean']:.0f} CPU)"
+                            if summary[s][m]["train_cpu_seconds_mean"] else "")
+                         for m in methods if summary[s][m]["train_seconds_mean"] is not None)
+        out.append(f"| {report['columns'][s]} | {', '.join(sorted(tasks))} | {b['iterations']} | "
+                   f"{b['epochs']} × {b['iters_per_epoch']} | {b['rampup_epochs']} | "
+                   f"{'×'.join(map(str, b['patch_size']))} | {secs} |")
+    return "\n".join(out) + "\n"
+
+
+def plot_results(report: dict, out: Path, table=None) -> None:
+    from ..plots import _pyplot
+
+    plt = _pyplot()
+    settings, methods, summary = report["settings"], report["methods"], report["summary"]
+    cmap = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(2.2 + 1.9 * len(settings), 3.8))
+    width = 0.8 / max(1, len(methods))
+    for i, m in enumerate(methods):
+        xs = [k + (i - (len(methods) - 1) / 2) * width for k in range(len(settings))]
+        ys = [summary[s][m]["dice_mean"] or 0.0 for s in settings]
+        es = [summary[s][m]["dice_std"] or 0.0 for s in settings]
+        ax.bar(xs, ys, width, yerr=es, capsize=2, color=cmap(i), label=LABELS.get(m, m),
+               hatch="//" if m == "full" else None, alpha=0.6 if m == "full" else 1.0)
+    ax.set_xticks(range(len(settings)))
+    ax.set_xticklabels([report["columns"][s] for s in settings], fontsize=8)
+    ax.set_ylabel("test Dice (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"Synthetic benchmark: mean ± std over seeds {report['seeds']}")
+    # below the axes: inside, it hid the tallest bars
+    ax.legend(fontsize=7, ncol=min(4, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
+    fig.tight_layout()
+    fig.savefig(out / "dice_by_setting.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+    if "ibssl" in settings and any(summary["ibssl"][m]["dice_per_class_mean"] for m in methods):
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        for i, m in enumerate(methods):
+            pc = summary["ibssl"][m]["dice_per_class_mean"]
+            if pc:
+                ax.plot(range(1, len(pc) + 1), pc, marker="o", color=cmap(i), label=LABELS.get(m, m),
+                        linestyle="--" if m == "full" else "-")
+        ax.set_xlabel("foreground class (largest to smallest)")
+        ax.set_ylabel("test Dice (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title("IBSSL: per-class Dice, mean over seeds")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "ibssl_per_class.png", dpi=110)
+        plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(settings), figsize=(max(5.5, 4 * len(settings)), 3.6), squeeze=False)
+    labeled = set()  # one legend entry per method, from whichever seed is plotted first
+    for ax, s in zip(axes[0], settings):
+        for i, m in enumerate(methods):
+            for seed, r in sorted(report["cells"].get(s, {}).get(m, {}).items()):
+                c, key = r["curve"], time_key(r, r)
+                ax.plot([p[key] for p in c], [p["dice"] for p in c], color=cmap(i), lw=1,
+                        label=None if m in labeled else LABELS.get(m, m))
+                labeled.add(m)
+        ax.set_title(report["columns"][s], fontsize=9)
+        ax.set_xlabel("training seconds (CPU if 1 thread)")
+        ax.set_xscale("log")
+        ax.set_ylim(0, 100)
+    axes[0][0].set_ylabel("test Dice (%)")
+    if labeled:
+        fig.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out / "test_curves.png", dpi=110)
+    plt.close(fig)
+
+
