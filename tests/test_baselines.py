@@ -230,3 +230,21 @@ def test_trainer_runs_and_resumes_each_baseline(tmp_path, method):
     for name, module in t.method.modules().items():
         for a, b in zip(module.state_dict().values(), t2.method.modules()[name].state_dict().values()):
             assert torch.equal(a, b)
+
+
+def test_cps_cross_supervises_the_unlabeled_images_only(monkeypatch):
+    from genericssl.methods import cps as cps_module
+
+    m = get_method("cps")(tiny_cfg(), "cpu")
+    seen = {}
+    real = cps_module.cross_pseudo_loss
+
+    def spy(a, b):
+        seen["shapes"] = (a.shape[0], b.shape[0])
+        return real(a, b)
+
+    monkeypatch.setattr(cps_module, "cross_pseudo_loss", spy)
+    bl, bu = batches(0)
+    m.train()
+    m.train_step(bl, bu)
+    assert seen["shapes"] == (bu["image"].shape[0],) * 2     # SSL4MIS's 3D CPS: outputs[labeled_bs:]
