@@ -248,3 +248,19 @@ def test_cps_cross_supervises_the_unlabeled_images_only(monkeypatch):
     m.train()
     m.train_step(bl, bu)
     assert seen["shapes"] == (bu["image"].shape[0],) * 2     # SSL4MIS's 3D CPS: outputs[labeled_bs:]
+
+
+def test_teacher_noise_is_the_references_in_units_of_the_images_spread():
+    from genericssl.methods.mean_teacher import teacher_noise
+
+    torch.manual_seed(0)
+    z = torch.randn(2, 1, 24, 24, 24)                      # z-scored: the UA-MT code's input
+    x = torch.stack([z[0] * 0.25 + 0.5, z[1] * 0.05 + 0.3])  # min-max-like images of two spreads
+    nz, nx = teacher_noise(z), teacher_noise(x)
+    for k, s in enumerate((0.25, 0.05)):
+        spread = float(x[k].std())
+        assert spread == pytest.approx(s, rel=0.05)
+        assert float(nx[k].abs().max()) <= 0.2 * spread + 1e-6
+        assert float(nx[k].std()) == pytest.approx(float(nz[k].std()) * spread, rel=0.1)
+    assert float(nz.abs().max()) <= 0.2 * float(z.flatten(1).std(1).max()) + 1e-6
+    assert 0.08 < float(nz.std()) < 0.1                     # the reference's clipped N(0, 0.1^2)

@@ -11,7 +11,11 @@ Choices, following Yu et al.'s UA-MT code (``train_LA_meanteacher*.py``):
   the true average until the exponential one is more accurate. Parameters only;
   the teacher's BatchNorm statistics are its own.
 - The teacher runs in training mode (dropout on, batch statistics), as there.
-- Input noise for the teacher: ``clamp(N(0, 0.1^2), -0.2, 0.2)``.
+- Input noise for the teacher: ``clamp(N(0, 0.1^2), -0.2, 0.2)`` in units of the
+  image's own intensity spread. The UA-MT code adds it to LA volumes z-scored per case
+  (spread 1); our images are min-max scaled to [0, 1] (spread ~0.2-0.3), where the
+  unscaled noise would be 4-5x stronger. So the noise is multiplied by each image's
+  standard deviation (no gradient): for a z-scored image it is the reference's noise.
 - One student forward over the labeled and unlabeled batch together, so that
   BatchNorm sees both, as there.
 - The released network (``predictor``) is the student, as in the UA-MT code,
@@ -33,7 +37,9 @@ NOISE_STD, NOISE_CLIP = 0.1, 0.2
 
 
 def teacher_noise(x: torch.Tensor) -> torch.Tensor:
-    return torch.clamp(torch.randn_like(x) * NOISE_STD, -NOISE_CLIP, NOISE_CLIP)
+    """The reference's clipped Gaussian, scaled by each image's standard deviation (B, 1, ...)."""
+    spread = x.detach().flatten(1).std(dim=1).view(-1, *([1] * (x.dim() - 1)))
+    return torch.clamp(torch.randn_like(x) * NOISE_STD, -NOISE_CLIP, NOISE_CLIP) * spread
 
 
 def ema_factor(step: int, alpha: float) -> float:
