@@ -127,13 +127,18 @@ def test_predict_names_a_case_with_missing_channels(tmp_path, capsys):
     write(scans / "whole_0001.nii.gz", chans[1], affine)
     write(scans / "plain.nii.gz", chans[0], affine)
     rc = main(["predict", "-k", str(run / "ckpts" / "best_model.pth"), "--input", str(scans),
-               "--output", str(tmp_path / "seg"), "--output-format", "mha", "--no-progress"])
+               "--output", str(tmp_path / "seg"), "--output-format", "mha", "--save-probabilities", "--no-progress"])
     text = capsys.readouterr().out
     assert rc == 1
     assert "case lonely has channel file(s) [0]; the model needs exactly 2" in text
     assert "plain.nii.gz has shape (24, 24, 12): the model was trained on 2 channels" in text
     assert (tmp_path / "seg" / "whole_seg.mha").is_file()
-    assert read_volume(tmp_path / "seg" / "whole_seg.mha").data.shape == (24, 24, 12)
+    seg = read_volume(tmp_path / "seg" / "whole_seg.mha").data
+    assert seg.shape == (24, 24, 12)
+    probs = np.load(tmp_path / "seg" / "whole_probs.npz")["probabilities"].astype(np.float32)
+    assert probs.shape == (3, 24, 24, 12) and np.allclose(probs.sum(0), 1, atol=2e-3)
+    # On the scan's grid, as the label map (float16 storage may flip an exact near-tie).
+    assert np.mean(probs.argmax(0) == seg) > 0.999
 
 
 def test_decathlon_datalist_4d_channels_validation_and_unlabeled(tmp_path):

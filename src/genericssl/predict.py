@@ -428,9 +428,12 @@ class Predictor:
 
 
 def probability_path(label_path: Path, suffix: str = "_seg") -> Path:
-    """``scan_seg.nii.gz`` -> ``scan_probs.npz``; ``case7.npy`` -> ``case7_probs.npz``."""
+    """``scan_seg.nii.gz`` (or .nrrd, .mha) -> ``scan_probs.npz``; ``case7.npy`` -> ``case7_probs.npz``."""
+    from .imageio import SCAN_EXTS
+
     stem = label_path.name.split(".")[0]
-    stem = stem.removesuffix(suffix) if suffix and label_path.name.endswith((".nii", ".nii.gz")) else stem
+    is_scan = label_path.name.lower().endswith(SCAN_EXTS)
+    stem = stem.removesuffix(suffix) if suffix and is_scan else stem
     return label_path.with_name(stem + PROB_SUFFIX)
 
 
