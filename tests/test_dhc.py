@@ -16,8 +16,8 @@ from genericssl.methods.difficulty import DifficultyWeights
 from genericssl.methods.ramps import sigmoid_rampup
 from genericssl.training import Trainer
 from prepared_data import write_spheres
+from test_baselines import C, batches  # the same classes and random labeled + unlabeled batches
 
-C = 3
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,13 +27,6 @@ def tiny_cfg(**kw):
                 rampup_epochs=3, num_workers=0, seed=0, patience=100, method="dhc")
     base.update(kw)
     return apply_overrides(TaskConfig(), base).validate()
-
-
-def batches(seed=0, b=2):
-    g = torch.Generator().manual_seed(seed)
-    return ({"image": torch.rand(b, 1, 16, 16, 16, generator=g),
-             "label": torch.randint(0, C, (b, 16, 16, 16), generator=g)},
-            {"image": torch.rand(b, 1, 16, 16, 16, generator=g)})
 
 
 def test_registered_under_its_file_name():

@@ -210,3 +210,19 @@ def test_bad_layouts_name_the_file(tmp_path, capsys):
                                                   "labels": {"background": 0, "ball": [1, 2]}}))
     assert prepare("nnunet", "--raw", raw, "--out", tmp_path / "o2") == 2
     assert "region" in capsys.readouterr().err
+    (raw / "dataset.json").write_text("[1, 2]")
+    assert prepare("nnunet", "--raw", raw, "--out", tmp_path / "o3") == 2
+    assert "expected a JSON object of key: value entries, got a list" in capsys.readouterr().err
+
+
+def test_a_zero_spacing_and_a_duplicate_case_are_one_line_each(tmp_path, capsys):
+    raw = tmp_path / "Dataset006_Toy"
+    write_nnunet(raw, n_labeled=4, n_unlabeled=1, seed=11)
+    assert prepare("nnunet", "--raw", raw, "--out", tmp_path / "o", "--spacing", "0", "2", "2") == 2
+    assert "--spacing must be three positive voxel sizes in mm" in capsys.readouterr().err
+    extra = tmp_path / "more"
+    for f in (raw / "imagesTr").glob("toy_000_*"):
+        (extra / f.name).parent.mkdir(exist_ok=True)
+        (extra / f.name).write_bytes(f.read_bytes())
+    assert prepare("nnunet", "--raw", raw, "--out", tmp_path / "o", "--unlabeled", extra) == 2
+    assert "case names occur twice (two folders or two entries): toy_000" in capsys.readouterr().err

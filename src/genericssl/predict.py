@@ -205,15 +205,18 @@ def group_channels(files: list[Path], channels: int) -> tuple[list, list[tuple[P
     return sorted(inputs, key=lambda i: str(i[0] if isinstance(i, list) else i)), bad
 
 
-def input_name(inp) -> str:
-    """A printable name of an input (a file, or a case of channel files)."""
+def channel_case(files: list[Path]) -> str:
+    """The case name of a group of channel files: ``ab_0000.nii.gz``, ... -> ``ab``."""
     import re
 
     from .imageio import stem_of
 
-    if isinstance(inp, list):
-        return re.match(CHANNEL_FILE, stem_of(inp[0])).group(1) + f" ({len(inp)} channel files)"
-    return inp.name
+    return re.match(CHANNEL_FILE, stem_of(files[0])).group(1)
+
+
+def input_name(inp) -> str:
+    """A printable name of an input (a file, or a case of channel files)."""
+    return f"{channel_case(inp)} ({len(inp)} channel files)" if isinstance(inp, list) else inp.name
 
 
 def write_or_fail(out: Path, write) -> None:
@@ -236,12 +239,10 @@ def skip_line(path, why: str) -> str:
 def output_path(path, out_dir: Path, suffix: str, output_format: str = "nifti") -> Path:
     """Where the label map of ``path`` (a file, or a case's channel files) goes; ``output_format``
     "same" keeps the scan's format (NIfTI, NRRD, MHA), else "nifti", "nrrd" or "mha"."""
-    import re
-
     from .imageio import kind_of, output_extension, stem_of
 
     if isinstance(path, list):
-        stem, path = re.match(CHANNEL_FILE, stem_of(path[0])).group(1), path[0]
+        stem, path = channel_case(path), path[0]
     else:
         stem = stem_of(path)
     if kind_of(path) == "npy":

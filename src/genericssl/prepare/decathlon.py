@@ -17,23 +17,17 @@ every scan of a folder as unlabeled. The rest is :mod:`genericssl.prepare.scans`
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import UserError
 from ..imageio import kind_of, stem_of
-from .scans import Scan, class_labels, prepare_scans
+from .scans import Scan, class_labels, prepare_scans, read_layout_json
 
 
 def read_datalist(raw: Path, datalist=None) -> tuple[dict, Path]:
     path = Path(datalist) if datalist else raw / "dataset.json"
-    if not path.is_file():
-        raise UserError(f"{path}: no such file; a Decathlon dataset has dataset.json with 'training' entries "
-                        f"(for an nnU-Net v2 dataset use `genericssl prepare nnunet`)")
-    try:
-        desc = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read {path}: {e}") from None
+    desc = read_layout_json(path, f"{path}: no such file; a Decathlon dataset has dataset.json with 'training' "
+                                  f"entries (for an nnU-Net v2 dataset use `genericssl prepare nnunet`)")
     if not isinstance(desc.get("training"), list) or not desc["training"]:
         raise UserError(f"{path}: no 'training' list of {{'image': ..., 'label': ...}} entries")
     if "labels" not in desc:
@@ -67,10 +61,6 @@ def find_scans(desc: dict, path: Path, unlabeled_dirs=()) -> list[Scan]:
         for p in sorted(folder.iterdir()):
             if kind_of(p) not in (None, "npy") and not p.name.startswith("."):
                 scans.append(Scan(stem_of(p), [p], None, role="unlabeled"))
-    ids = [s.id for s in scans]
-    dup = sorted({i for i in ids if ids.count(i) > 1})
-    if dup:
-        raise UserError(f"{path}: case names occur twice: {', '.join(dup[:8])}")
     return scans
 
 

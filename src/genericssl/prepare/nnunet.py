@@ -17,13 +17,12 @@ to score it against); predict it with ``genericssl predict``. The rest is
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 
 from ..errors import UserError
-from .scans import Scan, class_labels, prepare_scans
+from .scans import Scan, class_labels, prepare_scans, read_layout_json
 
 
 def locate(raw) -> Path:
@@ -39,13 +38,8 @@ def locate(raw) -> Path:
 
 def read_dataset_json(raw: Path) -> dict:
     path = raw / "dataset.json"
-    if not path.is_file():
-        raise UserError(f"{raw}: no dataset.json; an nnU-Net raw dataset has dataset.json, imagesTr/ and labelsTr/ "
-                        f"(for a Decathlon-style one use `genericssl prepare decathlon`)")
-    try:
-        desc = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read {path}: {e}") from None
+    desc = read_layout_json(path, f"{raw}: no dataset.json; an nnU-Net raw dataset has dataset.json, imagesTr/ and "
+                                  f"labelsTr/ (for a Decathlon-style one use `genericssl prepare decathlon`)")
     for key in ("labels", "file_ending"):
         if key not in desc:
             raise UserError(f"{path}: no {key!r} entry (nnU-Net v2 needs channel_names, labels and file_ending)")
@@ -97,10 +91,6 @@ def find_scans(raw: Path, desc: dict, unlabeled_dirs=()) -> list[Scan]:
             raise UserError(f"--unlabeled {folder}: no such folder")
         for case, files in channel_files(folder, ending, channels).items():
             scans.append(Scan(case, files, None, role="unlabeled"))
-    ids = [s.id for s in scans]
-    dup = sorted({i for i in ids if ids.count(i) > 1})
-    if dup:
-        raise UserError(f"{raw}: case names occur in two folders: {', '.join(dup[:8])}")
     return scans
 
 

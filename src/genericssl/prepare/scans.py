@@ -36,15 +36,18 @@ then the inverse reorientation onto the scan's own grid and affine.
 """
 from __future__ import annotations
 
+import json
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
-from .common import (CaseError, affines_match, as_label, check_codes, count_of, read_split_dir, run_items,
-                     save_case, seeded_permutation, summarize, write_dataset_json, write_splits, write_text)
+from .common import (CaseError, affines_match, as_label, check_codes, count_of, read_split_dir, reorient,
+                     run_items, save_case, seeded_permutation, summarize, unorient, write_dataset_json,
+                     write_splits, write_text)
 
 ROLES = ("labeled", "unlabeled", "eval", "test")
 DEFAULT_ORIENTATION = "RAS"
@@ -157,8 +160,6 @@ def resample_nearest(array: np.ndarray, shape) -> np.ndarray:
 def scan_to_grid(channels_xyz: list, affine: np.ndarray, orientation: str | None, spacing) -> tuple:
     """Channel arrays (x, y, z) of one scan -> (array (z, y, x) or (K, z, y, x), context for the
     way back). ``spacing`` (z, y, x) None keeps the scan's own voxel size."""
-    from .common import reorient
-
     arrays = []
     for data in channels_xyz:
         if orientation:
@@ -174,8 +175,6 @@ def scan_to_grid(channels_xyz: list, affine: np.ndarray, orientation: str | None
 
 def labels_to_scan(labels: np.ndarray, ctx: dict) -> np.ndarray:
     """A map (z, y, x) on the prepared grid -> (x, y, z) on the scan's own grid."""
-    from .common import unorient
-
     back = resample_nearest(labels, ctx["grid"]).transpose(2, 1, 0)
     return unorient(back, ctx["affine"], ctx["orientation"]) if ctx["orientation"] else back
 
@@ -208,15 +207,13 @@ def write_on_source(labels: np.ndarray, case: dict, preparation: dict, out_dir: 
     stem = stem_of(source)
     if preparation.get("layout") == "nnunet" and stem.endswith("_0000"):
         stem = stem[:-5]
-    header = None
-    if kind_of(source) == "nifti" and source.is_file():
+    header = image_class = None
+    if kind_of(source) == "nifti" and source.is_file():  # keep the scan's header (lazy: no voxels read)
         import nibabel as nib
-        header = nib.load(str(source)).header
+        img = nib.load(str(source))
+        header, image_class = img.header, type(img)
     like = Volume(source, kind_of(source) or "nifti", np.broadcast_to(np.zeros((), np.uint8), back.shape),
-                  ctx["affine"], header, None)
-    if header is not None:
-        import nibabel as nib
-        like.image_class = nib.Nifti1Image if isinstance(header, nib.Nifti1Header) else type(nib.load(str(source)))
+                  ctx["affine"], header, image_class)
     out = Path(out_dir) / f"{stem}{suffix}{output_extension(source)}"
     write_label_map(out, back, like, num_classes)
     return out
@@ -275,10 +272,7 @@ def read_label(path: Path, n_frames: int, shape, affine, where: str) -> list:
         vol = read_volume(path)
     except UserError as e:
         raise CaseError(str(e)) from None
-    data = _squeeze(vol.data)
-    if not np.all(np.isfinite(data)) or not np.array_equal(data, np.round(data)):
-        raise CaseError(f"{where}: label {path} holds non-integer values")
-    data = as_label(data, path)
+    data = as_label(_squeeze(vol.data), path)
     frames = [data] if data.ndim == 3 else [data[..., t] for t in range(data.shape[3])]
     if len(frames) != n_frames:
         raise CaseError(f"{where}: label {path} has {len(frames)} frame(s) but the image has {n_frames}")
@@ -307,7 +301,6 @@ def prepare_scan(item: dict) -> dict:
             label = labels[t]
             check_codes(label, range(spec["num_classes"]), f"{case_id} ({item['label']})")
             if spec["orientation"]:
-                from .common import reorient
                 label, _ = reorient(label, affine, spec["orientation"])
             label = resample_label(label.transpose(2, 1, 0), shape)
         else:
@@ -405,6 +398,9 @@ def prepare_scans(scans: list[Scan], out, *, layout: str, name: str, num_classes
     out = Path(out)
     if not scans:
         raise UserError(f"{raw}: no cases found")
+    dup = sorted(i for i, n in Counter(s.id for s in scans).items() if n > 1)
+    if dup:  # before the splits are drawn: two scans of one name would share one prepared case
+        raise UserError(f"{raw}: case names occur twice (two folders or two entries): {', '.join(dup[:8])}")
     supplied = read_split_dir(splits)
     orientation = None if orientation in (None, "", "none") else str(orientation).upper()
     roles = assign_roles(scans, seed=seed, eval_fraction=eval_fraction, test_fraction=test_fraction,
@@ -414,7 +410,7 @@ def prepare_scans(scans: list[Scan], out, *, layout: str, name: str, num_classes
         planned = [s for s in scans if s.id in set(roles["labeled"])]
         spacing = median_spacing(planned, orientation)
         print(f"target spacing (z, y, x): {spacing} mm, the median of the {len(planned)} labeled training cases")
-    spacing = [float(v) for v in spacing]
+    spacing = parse_spacing(spacing)
     task_fields = _task_fields(out, name, num_classes, len(channel_names), intensity, patch_size or [16, 16, 16],
                                task)
     spec = {"channels": len(channel_names), "num_classes": num_classes, "orientation": orientation,
@@ -423,7 +419,7 @@ def prepare_scans(scans: list[Scan], out, *, layout: str, name: str, num_classes
               "label": None if s.label is None or s.id in hidden else str(s.label),
               "inputs": [str(p) for p in s.images] + ([str(s.label)] if s.label is not None else [])}
              for s in scans]
-    params = {"version": 1, **{k: v for k, v in spec.items()}, "hidden": sorted(hidden)}
+    params = {"version": 1, **spec, "hidden": sorted(hidden)}
     res = run_items(prepare_scan, items, out, params=params, workers=workers, force=force, desc=layout)
     status = summarize(res, layout, allow_skips)
     if status:
@@ -461,6 +457,19 @@ def _task_fields(out: Path, name, num_classes, channels, intensity, patch, task)
               **(task or {})}
     apply_overrides(TaskConfig(), fields).validate()
     return fields
+
+
+def read_layout_json(path: Path, missing: str) -> dict:
+    """A layout's dataset.json as a mapping; ``missing`` says what the file should have been."""
+    if not path.is_file():
+        raise UserError(missing)
+    try:
+        desc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {path}: {e}") from None
+    if not isinstance(desc, dict):
+        raise UserError(f"{path}: expected a JSON object of key: value entries, got a {type(desc).__name__}")
+    return desc
 
 
 def class_labels(labels: dict, where) -> tuple[int, dict]:
