@@ -8,7 +8,8 @@ Every process trains with the real Trainer on gloo and writes what it holds
 Scenarios: ``train`` (each METHOD in turn), ``nodropout`` (float64, dropout off),
 ``nan`` (rank 1's loss turns NaN), ``kill`` (rank 1 is SIGKILLed in epoch 1),
 ``resume`` (continues the killed run), ``nosync`` (the step bypasses DDP, as a
-method calling its networks from outside the wrapped forward would).
+method calling its networks from outside the wrapped forward would), ``nockpt``
+(``train`` without activation checkpointing, which ``train`` has by default).
 """
 from __future__ import annotations
 
@@ -91,6 +92,8 @@ class KillRank1(Callback):
 def train(data, out, rank, method, scenario, **kw):
     run = out / ("run_kill" if scenario in ("kill", "resume") else f"run_{scenario}_{method}")
     callbacks = {"kill": [KillRank1()], "nodropout": [Float64NoDropout()]}.get(scenario, [])
+    if scenario == "nockpt":
+        kw["checkpoint_levels"] = 0
     t = Trainer(dist_cfg(data, method, **kw), data, run, device="cpu", progress=False, tensorboard=False,
                 resume=run if scenario == "resume" else None, callbacks=callbacks)
     if scenario == "nosync":

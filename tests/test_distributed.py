@@ -91,6 +91,18 @@ def test_ranks_hold_identical_state_after_training(trained, method):
     assert hist[0]["param_checksum"] != hist[1]["param_checksum"]
 
 
+def test_checkpointing_changes_nothing_in_two_processes(trained, data, tmp_path):
+    """``train`` checkpoints 2 levels (the default): the recomputation runs SyncBatchNorm's
+    collectives again inside the backward pass; the result must be bitwise the plain run's."""
+    assert dist_cfg(data).checkpoint_levels == 2
+    r = launch("nockpt", data, tmp_path, "ad")
+    assert r.returncode == 0, r.stderr[-4000:]
+    for got, ref in zip(ranks(tmp_path, "nockpt_ad"), ranks(trained, "train_ad")):
+        assert got.keys() == ref.keys()
+        differ = [k for k in ref if not torch.equal(got[k], ref[k])]
+        assert not differ, differ[:5]
+
+
 def test_bcp_covers_both_stages(trained):
     # 2 epochs: copy-paste pre-training in epoch 0, self-training with the teacher in epoch 1.
     assert [h["pretrain"] for h in history(trained / "run_train_bcp")] == [1.0, 0.0]

@@ -121,6 +121,10 @@ class TaskConfig:
     channels_last: bool | None = _f(None, "channels-last 3D memory format (null: on the CPU only, where it "
                                     "measures faster)", "bool", optional=True)
     sync_bn: bool = _f(True, "several processes: BatchNorm statistics of the global batch", "bool")
+    checkpoint_levels: int = _f(2, "activation checkpointing: recompute the top N resolution levels' "
+                                "activations in the backward pass instead of keeping them (0: off, 1: full "
+                                "resolution, 5: all); the same result bit for bit, less memory, more "
+                                "arithmetic", "int", ge=0, le=5)
 
     # ------------------------------------------------------------------ helpers
     @property

@@ -48,7 +48,9 @@ class Method:
     # ---------------------------------------------------------------- building
     def build_network(self) -> DiffVNet:
         c = self.cfg
-        return DiffVNet(c.in_channels, c.num_classes, c.base_filters, c.spatial_dims, has_dropout=True)
+        net = DiffVNet(c.in_channels, c.num_classes, c.base_filters, c.spatial_dims, has_dropout=True)
+        net.set_checkpointing(c.checkpoint_levels)
+        return net
 
     def _use_channels_last(self) -> bool:
         # Channels-last 3D measured faster on CPUs for this network (the full-resolution

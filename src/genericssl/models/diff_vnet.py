@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .blocks import ConvBlock, ResampleBlock, TimeEmbedding, ops_for
+from .checkpointing import MAX_LEVEL, region
 
 
 class Stem(nn.Module):
@@ -24,10 +25,11 @@ class Stem(nn.Module):
         super().__init__()
         self.temb = TimeEmbedding()
         self.emb = ConvBlock(1, cin, cout, spatial_dims, with_temb=True)
+        self.checkpoint_levels = 0
 
     def forward(self, x, t=None):
         temb = self.temb(t) if t is not None else None
-        return self.emb(x, temb), temb
+        return region(self.checkpoint_levels, 1, self.emb, [self.emb], x, temb), temb
 
 
 class Encoder(nn.Module):
@@ -44,15 +46,20 @@ class Encoder(nn.Module):
         self.block_five = ConvBlock(3, 16 * n, 16 * n, sd, with_temb=True)
         self.dropout = ops_for(sd)["drop"](p=0.5)
         self.has_dropout = has_dropout
+        self.checkpoint_levels = 0
 
     def forward(self, x1, temb=None):
-        x2 = self.block_two(self.block_one_dw(x1, temb), temb)
-        x3 = self.block_three(self.block_two_dw(x2, temb), temb)
-        x4 = self.block_four(self.block_three_dw(x3, temb), temb)
-        x5 = self.block_five(self.block_four_dw(x4, temb), temb)
+        x2 = self._level(2, self.block_one_dw, self.block_two, x1, temb)
+        x3 = self._level(3, self.block_two_dw, self.block_three, x2, temb)
+        x4 = self._level(4, self.block_three_dw, self.block_four, x3, temb)
+        x5 = self._level(5, self.block_four_dw, self.block_five, x4, temb)
         if self.has_dropout:
             x5 = self.dropout(x5)
         return x1, x2, x3, x4, x5
+
+    def _level(self, level, down, block, x, temb):
+        return region(self.checkpoint_levels, level, lambda x, temb: block(down(x, temb), temb), [down, block],
+                      x, temb)
 
 
 class Decoder(nn.Module):
@@ -72,12 +79,21 @@ class Decoder(nn.Module):
         self.out_conv = ops_for(sd)["conv"](n, num_classes, kernel_size=1)
         self.dropout = ops_for(sd)["drop"](p=0.5)
         self.has_dropout = has_dropout
+        self.checkpoint_levels = 0
 
     def forward(self, features, temb=None):
         x1, x2, x3, x4, x5 = features
-        x = self.block_six(self.block_five_up(x5, temb) + x4, temb)
-        x = self.block_seven(self.block_six_up(x, temb) + x3, temb)
-        x = self.block_eight(self.block_seven_up(x, temb) + x2, temb)
+        x = self._level(4, self.block_five_up, self.block_six, x5, x4, temb)
+        x = self._level(3, self.block_six_up, self.block_seven, x, x3, temb)
+        x = self._level(2, self.block_seven_up, self.block_eight, x, x2, temb)
+        return region(self.checkpoint_levels, 1, self._top, [self.block_eight_up, self.block_nine, self.out_conv],
+                      x, x1, temb)
+
+    def _level(self, level, up, block, x, skip, temb):
+        return region(self.checkpoint_levels, level, lambda x, skip, temb: block(up(x, temb) + skip, temb),
+                      [up, block], x, skip, temb)
+
+    def _top(self, x, x1, temb):
         x = self.block_nine(self.block_eight_up(x, temb) + x1, temb)
         if self.has_dropout:
             x = self.dropout(x)
@@ -122,6 +138,15 @@ class DiffVNet(nn.Module):
     @property
     def encoder(self) -> Encoder:
         return self.denoise_model.encoder
+
+    def set_checkpointing(self, levels: int) -> None:
+        """Recompute the activations of the top ``levels`` resolution levels (0: none, 5: all)
+        in the backward pass instead of keeping them (``checkpointing.py``); bit-exact."""
+        if not 0 <= levels <= MAX_LEVEL:
+            raise ValueError(f"checkpoint levels must lie in 0..{MAX_LEVEL}, got {levels}")
+        for m in self.modules():
+            if isinstance(m, (Stem, Encoder, Decoder)):
+                m.checkpoint_levels = levels
 
     def set_dropout(self, on: bool) -> None:
         for m in self.modules():
