@@ -121,9 +121,11 @@ def wrap_for_processes(step: StepModule, ctx: distributed.DistContext, device: t
 def optimizer_step(step: torch.nn.Module, method, optimizer, scaler, batch_l, batch_u, amp: bool,
                    device_type: str):
     """One iteration: the step's loss (batch sums over the global batch), backward, SGD, ``after_step``."""
+    # The last step's gradients are freed before the forward pass rather than after it,
+    # so they do not sit beside the activations (one model's size at the iteration's peak).
+    optimizer.zero_grad(set_to_none=True)
     with distributed.global_batch(), torch.autocast(device_type, enabled=amp):
         loss, logs = step(batch_l, batch_u)
-    optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
