@@ -38,13 +38,18 @@ def add_train_arguments(p) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default="S",
                    help="S: 16 filters, 2+2, 64x64x48; M: 32 filters, 2+2, 96x96x64; LA: the paper's 32, 4+4, "
                         "112x112x80; bench: a `bench accuracy` cell, 8 filters, 3 classes, 2+2, 32^3")
-    p.add_argument("--iters", type=int, default=3, help="timed iterations after one warm-up")
+    p.add_argument("--iters", type=int, default=3,
+                   help="timed iterations after one warm-up (0: the first iteration only, e.g. for the LA preset "
+                        "on a CPU, where it takes minutes)")
     p.add_argument("--method", default="ad", help="the method whose iteration is timed")
     p.add_argument("--device", "-c", default="cpu", help="cpu, cuda, cuda:1, mps or auto")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads on the CPU")
     p.add_argument("--no-amp", action="store_true", help="fp32 on CUDA")
     p.add_argument("--channels-last", choices=["on", "off"], default=None,
                    help="force the channels-last memory format (default: the method's choice)")
+    p.add_argument("--checkpoint-levels", type=int, default=None, choices=range(6), metavar="0-5",
+                   help="activation checkpointing of the top N resolution levels (default: the "
+                        "configuration field checkpoint_levels' default)")
     p.add_argument("--batch", type=int, default=None,
                    help="global batch (labeled = unlabeled) instead of the preset's, e.g. to keep each "
                         "of --nproc processes at the preset's batch")
@@ -74,6 +79,8 @@ def measure(args) -> dict:
     share = per_process_batch(B, ctx.world_size)
     cfg = TaskConfig(name=f"bench_{args.preset}", patch_size=patch, num_classes=C, base_filters=n,
                      batch_size=B, amp=not args.no_amp, max_epoch=300).validate()
+    if args.checkpoint_levels is not None:
+        cfg.checkpoint_levels = args.checkpoint_levels
     if args.channels_last is not None:
         cfg.channels_last = args.channels_last == "on"
     torch.manual_seed(0)
@@ -113,15 +120,16 @@ def measure(args) -> dict:
         times.append(time.perf_counter() - t)
         sys1 = resource.getrusage(resource.RUSAGE_SELF)
         kernel.append((sys1.ru_stime - sys0.ru_stime, sys1.ru_minflt - sys0.ru_minflt))
+    timed = 1 if args.iters else 0  # --iters 0: the first iteration is the figure
     result = {"bench": "train", "preset": args.preset, "method": args.method, "device": str(device),
               "base_filters": n, "num_classes": C, "batch": f"{B}+{B}", "patch": list(patch),
-              "amp": amp, "channels_last": method.channels_last, "threads": torch.get_num_threads(), "iters": args.iters,
-              "sec_per_iter": round(statistics.median(times[1:]), 3),
+              "amp": amp, "channels_last": method.channels_last, "checkpoint_levels": cfg.checkpoint_levels, "threads": torch.get_num_threads(), "iters": args.iters,
+              "sec_per_iter": round(statistics.median(times[timed:]), 3),
               "sec_first_iter": round(times[0], 3),
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
               # Kernel time and page faults per timed iteration: what the allocator setting changes.
-              "kernel_sec_per_iter": round(statistics.median(k[0] for k in kernel[1:]), 3),
-              "minor_faults_per_iter": int(statistics.median(k[1] for k in kernel[1:])),
+              "kernel_sec_per_iter": round(statistics.median(k[0] for k in kernel[timed:]), 3),
+              "minor_faults_per_iter": int(statistics.median(k[1] for k in kernel[timed:])),
               "malloc": allocator.state()}
     if ctx.active:
         result.update(processes=ctx.world_size, backend=ctx.backend, per_process_batch=f"{share}+{share}",

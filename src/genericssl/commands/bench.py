@@ -1,4 +1,4 @@
-"""`genericssl bench train|infer|accuracy`: figures, not tests."""
+"""`genericssl bench train|infer|memory|accuracy`: figures, not tests."""
 from __future__ import annotations
 
 import importlib
@@ -9,6 +9,8 @@ BENCHES = {
               "seconds per training iteration and peak memory"),
     "infer": ("genericssl.bench.infer", "add_infer_arguments", "main_infer",
               "seconds per volume for sliding-window inference"),
+    "memory": ("genericssl.bench.memory", "add_memory_arguments", "main_memory",
+               "estimated GPU memory of a training iteration per preset, with and without checkpointing"),
     "accuracy": ("genericssl.bench.accuracy", "add_accuracy_arguments", "main_accuracy",
                  "the synthetic benchmark of all four settings, every method"),
 }
