@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # The GPU figures of the issues, in one short run on a CUDA machine:
-#   training speed at the paper's LA setting (mixed precision and fp32), S for scale,
-#   sliding-window speed, and the demo end to end on CUDA.
+#   training speed and peak GPU memory at the paper's LA setting (mixed precision and fp32)
+#   with activation checkpointing at 0, 2 (the default) and 5 levels beside the CPU estimate
+#   (`bench memory`), the authors' code timed in the same run where its checkout is at hand,
+#   S for scale, sliding-window speed, and the demo end to end on CUDA.
 # Usage: OUT=/some/folder bash scripts/gpu_check.sh   (writes logs and pictures to $OUT)
+# The authors' code: copy ../shared/anchor to .anchor/ and their checkout (the folder with
+# code/) to .ref/ (both git-ignored) and carry them to the device machine; or set ANCHOR
+# and GENERICSSL_REF.
 set -u
 OUT=${OUT:-gpu_check_out}
 mkdir -p "$OUT"
@@ -12,6 +17,17 @@ G="python3 -m genericssl.cli"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
 $G bench train --preset LA --device cuda --iters 5
+$G bench train --preset LA --device cuda --iters 5 --checkpoint-levels 0
+$G bench train --preset LA --device cuda --iters 3 --checkpoint-levels 5
+$G bench memory -t la_0.05 --levels 0 2 5
+ANCHOR=${ANCHOR:-.anchor/anchor_bench.py}
+REF=${GENERICSSL_REF:-.ref}
+if [ -f "$ANCHOR" ] && [ -d "$REF/code" ]; then
+    python3 "$ANCHOR" --ref "$REF" --device cuda --config P --iters 5
+    python3 "$ANCHOR" --ref "$REF" --device cuda --config S --iters 5
+else
+    echo "authors' code not found ($ANCHOR, $REF/code): their CUDA timing skipped"
+fi
 $G bench train --preset LA --device cuda --iters 3 --no-amp
 $G bench train --preset S --device cuda --iters 5
 $G bench train --preset LA --device cuda --iters 5 --method supervised
