@@ -89,20 +89,17 @@ def test_recomputation_would_update_batchnorm_twice_without_the_guard(monkeypatc
     assert any(not torch.equal(state[k], ref_state[k]) for k in ref_state if k.endswith("running_mean"))
 
 
-def test_no_checkpointing_without_gradients():
+def test_no_checkpointing_without_gradients(monkeypatch):
     """The sampler and validation run no-gradient passes: nothing to keep, nothing to recompute."""
     m = build("ad", levels=5)
     calls = []
     real = checkpointing.run_region
-    checkpointing.run_region = lambda *a: calls.append(1) or real(*a)
-    try:
-        with torch.no_grad():
-            m.model.d_theta(torch.rand(1, 1, *PATCH))
-        assert calls == []
+    monkeypatch.setattr(checkpointing, "run_region", lambda *a: calls.append(1) or real(*a))
+    with torch.no_grad():
         m.model.d_theta(torch.rand(1, 1, *PATCH))
-        assert len(calls) == 9  # stem, four encoder levels, four decoder levels
-    finally:
-        checkpointing.run_region = real
+    assert calls == []
+    m.model.d_theta(torch.rand(1, 1, *PATCH))
+    assert len(calls) == 9  # stem, four encoder levels, four decoder levels
 
 
 def _heap_bytes():

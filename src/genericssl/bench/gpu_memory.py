@@ -4,9 +4,11 @@ The count: the real iteration (the method's step, backward, SGD step, as the tra
 runs it) runs on the CPU with small patches while a dispatch mode adds up the bytes of
 every tensor storage alive after each operation. The sequence of operations does not
 depend on the patch size, and every activation's size is proportional to the voxel
-count, so for each operation k the live bytes are ``a_k + b_k * voxels``; two patch
-sizes give a_k and b_k, and the peak at the preset's patch is the largest
-``a_k + b_k * voxels`` (exact: at 64^3 it equals the direct count to the byte). The
+count times the batch, so for each operation k the live bytes are
+``a_k + b_k * batch * voxels``; two patch sizes at one case per loader give a_k and b_k,
+and the peak at the preset's patch and batch is the largest ``a_k + b_k * batch * voxels``
+(within 0.1 % of the direct count at the target size and batch: the extrapolation is
+exact in the voxel count, and a few kB of per-case tensors escape the single-case probes). The
 weights, their momentum and BatchNorm buffers (alive before the iteration) are added.
 In float32 this is what the iteration holds on a CPU: for the LA preset at 2
 checkpointed levels 7.17 GiB counted, against 7.56 GiB peak resident in `bench train`,
@@ -80,16 +82,19 @@ def probe_patches(spatial_dims: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return (32,) * spatial_dims, (48,) + (32,) * (spatial_dims - 1)
 
 
-def iteration_timeline(cfg, patch: tuple[int, ...], method_name: str | None = None) -> tuple[list[int], int, int]:
+def iteration_timeline(cfg, patch: tuple[int, ...], method_name: str | None = None,
+                       batch: int | None = None) -> tuple[list[int], int, int]:
     """Live bytes after each operation of one steady-state float32 iteration of ``cfg`` at
-    ``patch``; the persistent bytes (weights, buffers, momentum); the weights' bytes."""
+    ``patch`` (and ``batch``, default the configuration's); the persistent bytes (weights,
+    buffers, momentum); the weights' bytes."""
     import dataclasses
 
     from ..methods import get_method
     from ..methods.base import StepModule
     from ..training import optimizer_step
 
-    cfg = dataclasses.replace(cfg, patch_size=tuple(patch), channels_last=False, amp=False)
+    cfg = dataclasses.replace(cfg, patch_size=tuple(patch), channels_last=False, amp=False,
+                              batch_size=batch or cfg.batch_size)
     B, C, K = cfg.batch_size, cfg.num_classes, cfg.in_channels
     torch.manual_seed(0)
     method = get_method(method_name or cfg.method)(cfg, torch.device("cpu"))
@@ -119,11 +124,14 @@ def estimate(cfg, method_name: str | None = None, probes=None) -> dict:
     import math
 
     probes = probes or probe_patches(cfg.spatial_dims)
-    (t1, fixed, weights), (t2, _, _) = (iteration_timeline(cfg, p, method_name) for p in probes)
+    # Every activation is batch x channels x voxels: the probes run one case per loader and
+    # the extrapolation is in batch x voxels.
+    (t1, fixed, weights), (t2, _, _) = (iteration_timeline(cfg, p, method_name, batch=1) for p in probes)
     if len(t1) != len(t2):
         raise RuntimeError(f"the iteration ran {len(t1)} and {len(t2)} operations at the two probe sizes; "
                            f"the extrapolation needs the same sequence")
-    v1, v2, v = (math.prod(p) for p in (*probes, cfg.patch_size))
+    v1, v2 = (math.prod(p) for p in probes)
+    v = math.prod(cfg.patch_size) * cfg.batch_size
     peak = max(a + (b - a) * (v - v1) / (v2 - v1) for a, b in zip(t1, t2))
     gpu = fixed + weights / 2 + weights + max(peak - weights, 0) / 2
     return {"peak_bytes": int(peak + fixed), "gpu_fp16_bytes": int(gpu), "persistent_bytes": fixed,

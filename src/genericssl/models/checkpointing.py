@@ -12,7 +12,9 @@ A region is one resolution level of one path: in the encoder the downsampling bl
 and the conv block it feeds (the stem at level 1), in the decoder the upsampling
 block, the skip addition and the conv block (the output head at level 1). Level 1
 holds about 60 % of the activations for about 20 % of a path's forward arithmetic,
-levels 1-2 about 85 % for 55 %.
+levels 1-2 about 85 % for 55 %; level 1's elementwise operations are memory-bound,
+so the recomputation costs more time than its arithmetic share (on a 2-core CPU, 2
+levels: +10 % per A&D iteration at S, about +12 % at M).
 
 Two things would make the recomputation differ from the first forward, and neither
 may: dropout masks (torch's checkpoint replays the random state) and BatchNorm's
