@@ -118,6 +118,11 @@ def wrap_for_processes(step: StepModule, ctx: distributed.DistContext, device: t
                                    find_unused_parameters=True)
 
 
+def make_optimizer(parameters, lr: float) -> torch.optim.SGD:
+    """The paper's optimizer: SGD, momentum 0.9 (Nesterov), weight decay 3e-5."""
+    return torch.optim.SGD(parameters, lr=lr, momentum=0.9, nesterov=True, weight_decay=3e-5)
+
+
 def optimizer_step(step: torch.nn.Module, method, optimizer, scaler, batch_l, batch_u, amp: bool,
                    device_type: str):
     """One iteration: the step's loss (batch sums over the global batch), backward, SGD, ``after_step``."""
@@ -189,8 +194,7 @@ class Trainer:
         self.method.finish_setup()
         for cb in self.callbacks:
             cb.on_setup(self)
-        self.optimizer = torch.optim.SGD(self.method.parameters(), lr=cfg.lr, momentum=0.9,
-                                         nesterov=True, weight_decay=3e-5)
+        self.optimizer = make_optimizer(self.method.parameters(), cfg.lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.start_epoch, self.best_dice, self.best_epoch = 0, 0.0, 0
         self.history: list[dict] = []

@@ -89,26 +89,17 @@ def iteration_timeline(cfg, patch: tuple[int, ...], method_name: str | None = No
     buffers, momentum); the weights' bytes."""
     import dataclasses
 
-    from ..methods import get_method
     from ..methods.base import StepModule
-    from ..training import optimizer_step
+    from ..training import make_optimizer, optimizer_step
+    from .train import random_batches, steady_method
 
     cfg = dataclasses.replace(cfg, patch_size=tuple(patch), channels_last=False, amp=False,
                               batch_size=batch or cfg.batch_size)
-    B, C, K = cfg.batch_size, cfg.num_classes, cfg.in_channels
-    torch.manual_seed(0)
-    method = get_method(method_name or cfg.method)(cfg, torch.device("cpu"))
-    steady_state = getattr(method, "steady_state", None)
-    if steady_state is not None:
-        steady_state()
-    method.finish_setup()
-    method.train()
-    opt = torch.optim.SGD(method.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=3e-5)
+    method = steady_method(cfg, method_name or cfg.method, torch.device("cpu"))
+    opt = make_optimizer(method.parameters(), 1e-3)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
     step = StepModule(method)
-    g = torch.Generator().manual_seed(0)
-    bl = {"image": torch.rand(B, K, *patch, generator=g), "label": torch.randint(0, C, (B, *patch), generator=g)}
-    bu = {"image": torch.rand(B, K, *patch, generator=g)} if method.uses_unlabeled else None
+    bl, bu = random_batches(method, cfg.batch_size, cfg.patch_size, 0)
     # The trainer's own step; the first one creates the momentum buffers every later one finds.
     optimizer_step(step, method, opt, scaler, bl, bu, False, "cpu")
     tracker = LiveBytes()

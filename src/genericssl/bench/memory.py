@@ -42,24 +42,21 @@ def main_memory(args) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    import yaml
-
-    from ..config import ConfigError, apply_overrides, load_config
+    from ..commands._common import parse_set
+    from ..config import apply_overrides, load_config
     from .gpu_memory import GIB, estimate
 
     torch.set_num_threads(args.threads)
-    overrides = {}
-    for item in args.set:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set batch_size=2")
-        overrides[key.strip().replace("-", "_")] = yaml.safe_load(value)
-    tasks = [args.config] if args.config else args.task
+    overrides, sources = parse_set(args.set)
+    # Each task read once (a file included), every field checked before the first estimate.
+    if args.config:
+        tasks = {args.config: load_config(None, args.config, overrides, sources)}
+    else:
+        tasks = {t: load_config(t, None, overrides, sources) for t in args.task}
     rows = []
     jobs = [(t, n) for t in tasks for n in args.levels]
     for task, levels in tqdm(jobs, desc="estimating", leave=False):
-        cfg = load_config(None, task) if args.config else load_config(task)
-        cfg = apply_overrides(cfg, {**overrides, "checkpoint_levels": levels}, source="bench memory").validate()
+        cfg = apply_overrides(tasks[task], {"checkpoint_levels": levels}, source="--levels").validate()
         est = estimate(cfg, args.method)
         gib = est["gpu_fp16_bytes"] / GIB
         row = {"bench": "memory", "task": task, "method": args.method or cfg.method,

@@ -61,6 +61,40 @@ def add_train_arguments(p) -> None:
     p.add_argument("--result-file", help=argparse.SUPPRESS)
 
 
+def steady_method(cfg, method_name: str, device, before_setup=None):
+    """The method as the trainer builds it, in its main stage and in training mode;
+    ``before_setup(method)`` runs before ``finish_setup`` (e.g. to synchronise BatchNorm)."""
+    import torch
+
+    from ..methods import get_method
+
+    torch.manual_seed(0)
+    method = get_method(method_name)(cfg, device)
+    # A method whose first epochs run a cheaper step (BCP's labeled pre-training) says how to
+    # enter its main stage with ``steady_state()``; looked up here rather than declared on
+    # methods/base.py, whose bytes are in every `bench accuracy` cell's cache key.
+    steady_state = getattr(method, "steady_state", None)
+    if steady_state is not None:
+        steady_state()
+    if before_setup is not None:
+        before_setup(method)
+    method.finish_setup()
+    method.train()
+    return method
+
+
+def random_batches(method, batch: int, patch, seed: int) -> tuple[dict, dict | None]:
+    """A labeled and (if the method uses one) an unlabeled batch of random images and labels."""
+    import torch
+
+    cfg = method.cfg
+    g = torch.Generator().manual_seed(seed)
+    bl = method.prepare_batch({"image": torch.rand(batch, cfg.in_channels, *patch, generator=g),
+                               "label": torch.randint(0, cfg.num_classes, (batch, *patch), generator=g)})
+    bu = method.prepare_batch({"image": torch.rand(batch, cfg.in_channels, *patch, generator=g)})
+    return bl, bu if method.uses_unlabeled else None
+
+
 def measure(args) -> dict:
     """One process's timing (in a job of several, its share of each global batch)."""
     import torch
@@ -68,9 +102,8 @@ def measure(args) -> dict:
     from .. import distributed
     from ..config import TaskConfig
     from ..data.loaders import per_process_batch
-    from ..methods import get_method
     from ..methods.base import StepModule
-    from ..training import optimizer_step, resolve_device, wrap_for_processes
+    from ..training import make_optimizer, optimizer_step, resolve_device, wrap_for_processes
 
     torch.set_num_threads(args.threads)
     n, C, B, patch = PRESETS[args.preset]
@@ -83,32 +116,21 @@ def measure(args) -> dict:
         cfg.checkpoint_levels = args.checkpoint_levels
     if args.channels_last is not None:
         cfg.channels_last = args.channels_last == "on"
-    torch.manual_seed(0)
-    method = get_method(args.method)(cfg, device)
-    # A method whose first epochs run a cheaper step (BCP's labeled pre-training) says how to
-    # enter its main stage with ``steady_state()``; looked up here rather than declared on
-    # methods/base.py, whose bytes are in every `bench accuracy` cell's cache key.
-    steady_state = getattr(method, "steady_state", None)
-    if steady_state is not None:
-        steady_state()
     sync_bn = ctx.active and args.sync_bn == "on"
-    if sync_bn:
+
+    def synchronise(method):
         for m in method.modules().values():
             distributed.convert_sync_batchnorm(m, device)
-    method.finish_setup()
-    method.train()
-    opt = torch.optim.SGD(method.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=3e-5)
+
+    method = steady_method(cfg, args.method, device, synchronise if sync_bn else None)
+    opt = make_optimizer(method.parameters(), 1e-3)
     amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     step_module = wrap_for_processes(StepModule(method), ctx, device)
-    g = torch.Generator().manual_seed(ctx.rank)
-    bl = method.prepare_batch({"image": torch.rand(share, 1, *patch, generator=g),
-                               "label": torch.randint(0, C, (share, *patch), generator=g)})
-    bu = method.prepare_batch({"image": torch.rand(share, 1, *patch, generator=g)})
+    bl, bu = random_batches(method, share, patch, ctx.rank)
 
     def step():
-        optimizer_step(step_module, method, opt, scaler, bl, bu if method.uses_unlabeled else None, amp,
-                       device.type)
+        optimizer_step(step_module, method, opt, scaler, bl, bu, amp, device.type)
         if device.type == "cuda":
             torch.cuda.synchronize()
 

@@ -48,18 +48,12 @@ def add_task_arguments(parser, method: bool = True) -> None:
                    help="disable float16 autocast on CUDA (default: on)")
 
 
-def config_from_args(args):
-    """The task configuration of a train/run command line: preset, --config file, flags, --set."""
-    from ..config import ConfigError, apply_overrides
+def parse_set(items: list[str]) -> tuple[dict, dict]:
+    """``--set FIELD=VALUE`` items -> (overrides, each field's source); values read as YAML."""
+    from ..config import ConfigError
 
     overrides, sources = {}, {}
-    for f in OVERRIDES:
-        if getattr(args, f, None) is not None:
-            overrides[f] = getattr(args, f)
-            sources[f] = "flag --" + f.replace("_", "-")
-    if getattr(args, "amp", None) is not None:
-        overrides["amp"], sources["amp"] = args.amp, "flag --no-amp"
-    for item in args.set:
+    for item in items:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
             raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set lr=1e-3")
@@ -69,6 +63,23 @@ def config_from_args(args):
         except yaml.YAMLError:
             overrides[key] = value
         sources[key] = f"--set {item}"
+    return overrides, sources
+
+
+def config_from_args(args):
+    """The task configuration of a train/run command line: preset, --config file, flags, --set."""
+    from ..config import apply_overrides
+
+    overrides, sources = {}, {}
+    for f in OVERRIDES:
+        if getattr(args, f, None) is not None:
+            overrides[f] = getattr(args, f)
+            sources[f] = "flag --" + f.replace("_", "-")
+    if getattr(args, "amp", None) is not None:
+        overrides["amp"], sources["amp"] = args.amp, "flag --no-amp"
+    set_overrides, set_sources = parse_set(args.set)
+    overrides.update(set_overrides)
+    sources.update(set_sources)
     cfg = load_config(args.task, args.config, overrides, sources=sources)
     if args.eval_split:
         cfg = apply_overrides(cfg, {"splits": {"eval": args.eval_split}, "eval_is_train_warning": None},

@@ -23,6 +23,7 @@ time; :class:`KeepRunningStats` puts them back as they were after the first.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Callable, Iterable
 
 import torch
@@ -57,19 +58,11 @@ class KeepRunningStats:
         return False
 
 
-class _NoContext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        return False
-
-
 def run_region(fn: Callable, modules: Iterable[nn.Module], *args):
     """``fn(*args)``, its activations recomputed in the backward pass instead of kept."""
     modules = list(modules)
     return checkpoint(fn, *args, use_reentrant=False, preserve_rng_state=True,
-                      context_fn=lambda: (_NoContext(), KeepRunningStats(modules)))
+                      context_fn=lambda: (nullcontext(), KeepRunningStats(modules)))
 
 
 def region(checkpoint_levels: int, level: int, fn: Callable, modules: Iterable[nn.Module], *args):
