@@ -5,6 +5,7 @@
 #   (`bench memory`), the authors' code timed in the same run where its checkout is at hand,
 #   S for scale, sliding-window speed, and the demo end to end on CUDA.
 # Usage: OUT=/some/folder bash scripts/gpu_check.sh   (writes logs and pictures to $OUT)
+# STEP_SECONDS (240) limits each step; ACC_SECONDS=0 skips the accuracy cells.
 # The authors' code: copy ../shared/anchor to .anchor/ and their checkout (the folder with
 # code/) to .ref/ (both git-ignored) and carry them to the device machine; or set ANCHOR
 # and GENERICSSL_REF.
@@ -12,49 +13,64 @@ set -u
 OUT=${OUT:-gpu_check_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+# A bare device machine: wheels carried in .whl/ (monai, nibabel) for what its image lacks,
+# and the source tree itself when genericssl is not installed.
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+python3 -c "import genericssl" 2>/dev/null || export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 G="python3 -m genericssl.cli"
+# One step that hangs or crawls must not eat the machine's lease: each has its own limit.
+T() { timeout "${STEP_SECONDS:-240}" "$@"; }
+ANCHOR=${ANCHOR:-.anchor/anchor_bench.py}
+REF=${GENERICSSL_REF:-.ref}
+HAVE_REF=0; [ -f "$ANCHOR" ] && [ -d "$REF/code" ] && HAVE_REF=1
 {
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
-$G bench train --preset LA --device cuda --iters 5
-$G bench train --preset LA --device cuda --iters 5 --checkpoint-levels 0
-$G bench train --preset LA --device cuda --iters 3 --checkpoint-levels 5
-$G bench memory -t la_0.05 --levels 0 2 5
-ANCHOR=${ANCHOR:-.anchor/anchor_bench.py}
-REF=${GENERICSSL_REF:-.ref}
-if [ -f "$ANCHOR" ] && [ -d "$REF/code" ]; then
-    python3 "$ANCHOR" --ref "$REF" --device cuda --config P --iters 5
-    python3 "$ANCHOR" --ref "$REF" --device cuda --config S --iters 5
+# Issue 17: LA peak GPU memory and time with 2 (default), 0 and 5 checkpointed levels; the
+# CPU estimate of the same (`genericssl bench memory -t la_0.05 --levels 0 2 5`) is in the README.
+T $G bench train --preset LA --device cuda --iters 5
+T $G bench train --preset LA --device cuda --iters 5 --checkpoint-levels 0
+T $G bench train --preset LA --device cuda --iters 3 --checkpoint-levels 5
+if [ "$HAVE_REF" = 1 ]; then
+    T python3 "$ANCHOR" --ref "$REF" --device cuda --config P --iters 5
+    T python3 "$ANCHOR" --ref "$REF" --device cuda --config S --iters 5
 else
     echo "authors' code not found ($ANCHOR, $REF/code): their CUDA timing skipped"
 fi
-$G bench train --preset LA --device cuda --iters 3 --no-amp
-$G bench train --preset S --device cuda --iters 5
-$G bench train --preset LA --device cuda --iters 5 --method supervised
-$G bench infer --device cuda --stride-xy 16 --stride-z 4 --batch-windows 8
-$G bench infer --device cuda --stride-xy 64 --stride-z 16 --batch-windows 8
-$G bench infer --device cuda --mode whole
+T $G bench train --preset S --device cuda --iters 5
+T $G bench train --preset LA --device cuda --iters 3 --no-amp
+T $G bench train --preset LA --device cuda --iters 5 --method supervised
+T $G bench infer --device cuda --stride-xy 64 --stride-z 16 --batch-windows 8
+[ "$HAVE_REF" = 1 ] && T python3 "$ANCHOR" --ref "$REF" --device cuda --infer --speeds 1
+T $G bench infer --device cuda --stride-xy 16 --stride-z 4 --batch-windows 8
+T $G bench infer --device cuda --mode whole
+[ -n "${MEMORY_ESTIMATE:-}" ] && T $G bench memory -t la_0.05 --levels 0 2 5
 # Several GPUs: time per iteration in 1 and in NGPU processes (DDP, NCCL, SyncBN), scaling efficiency.
 NGPU=$(nvidia-smi -L | wc -l)
-[ "$NGPU" -gt 1 ] && $G bench train --preset LA --device cuda --iters 5 --nproc "$NGPU"
-[ "$NGPU" -gt 1 ] && $G bench train --preset LA --device cuda --iters 5 --nproc "$NGPU" --sync-bn off
-# torchrun end to end (one rank on a one-GPU machine): 2 epochs of A&D on the synthetic demo task.
+[ "$NGPU" -gt 1 ] && T $G bench train --preset LA --device cuda --iters 5 --nproc "$NGPU"
+[ "$NGPU" -gt 1 ] && T $G bench train --preset LA --device cuda --iters 5 --nproc "$NGPU" --sync-bn off
+# torchrun end to end (one rank on a one-GPU machine): 1 epoch of A&D on the synthetic demo task.
 $G prepare synthetic --setting demo --out "$OUT/syn" --size 48
-timeout 300 torchrun --standalone --nproc-per-node "$NGPU" -m genericssl train --config "$OUT/syn/task.yaml" \
+T torchrun --standalone --nproc-per-node "$NGPU" -m genericssl train --config "$OUT/syn/task.yaml" \
     --out "$OUT/syn/run" --device cuda --set max_epoch=1 --no-progress
 tail -n 2 "$OUT/syn/run/history.jsonl"
 rm -rf "$OUT/syn"
 } 2>&1 | tee "$OUT/bench.log"
-$G demo --device cuda --out "$OUT/demo" --no-progress 2>&1 | tee "$OUT/demo.log"
+T $G demo --device cuda --out "$OUT/demo" --no-progress 2>&1 | tee "$OUT/demo.log"
 cp "$OUT/demo/results.json" "$OUT/demo_results.json" 2>/dev/null
 cp "$OUT/demo/overlays.png" "$OUT/demo_overlays.png" 2>/dev/null
 cp "$OUT/demo/curves.png" "$OUT/demo_curves.png" 2>/dev/null
 rm -rf "$OUT/demo"
-# The synthetic accuracy benchmark, as far as ACC_SECONDS allows; finished cells are
-# cached (keyed by code version), so the tarball resumes elsewhere.
+# The synthetic accuracy benchmark, as far as ACC_SECONDS allows (0: skipped); finished cells
+# are cached (keyed by code version), so the tarball resumes elsewhere.
 ACC_SECONDS=${ACC_SECONDS:-300}
-timeout "$ACC_SECONDS" $G bench accuracy --device cuda --jobs "${ACC_JOBS:-14}" --threads 1 \
-    --out "$OUT/acc" 2>&1 | tee "$OUT/acc.log"
-(cd "$OUT" && tar czf acc.tar.gz acc/cells $(ls -d acc/results* acc/*.png 2>/dev/null))
-rm -rf "$OUT/acc"
+if [ "$ACC_SECONDS" -gt 0 ]; then
+    timeout "$ACC_SECONDS" $G bench accuracy --device cuda --jobs "${ACC_JOBS:-14}" --threads 1 \
+        --out "$OUT/acc" ${ACC_ARGS:-} 2>&1 | tee "$OUT/acc.log"
+    (cd "$OUT" && tar czf acc.tar.gz acc/cells $(ls -d acc/results* acc/*.png 2>/dev/null))
+    rm -rf "$OUT/acc"
+fi
 ls -la "$OUT"
