@@ -243,7 +243,7 @@ def _fake_cell(setting, method, seed, dice):
                                                       "dice": dice}]}
 
 
-def test_report_says_how_many_seeds_a_mean_covers_and_whether_ad_won():
+def test_report_says_how_many_seeds_a_mean_covers_and_pairs_by_seed():
     dice = {("supervised", 0): 50.0, ("supervised", 1): 60.0, ("mean_teacher", 0): 70.0,
             ("mean_teacher", 1): 60.0, ("ad", 0): 72.0, ("ad", 1): 59.0, ("cps", 0): 40.0}
     cells = [_fake_cell("ssl", m, seed, d) for (m, seed), d in dice.items()]
@@ -257,16 +257,11 @@ def test_report_says_how_many_seeds_a_mean_covers_and_whether_ad_won():
     md = acc.markdown_report(report)
     assert "| CPS | 40.00 (n=1) |" in md                      # one seed: no made-up spread
     assert "65.50 ± 6.50 |" in md and "(n=2)" not in md      # the full seed count needs no note
-    # CPS has seed 0 only, so A&D is judged on seed 0, where it beat Mean Teacher 72 to 70
-    (v,) = acc.verdict(report)
-    assert v["seeds"] == [0] and v["best_baseline"] == "mean_teacher" and v["gap"] == pytest.approx(2.0)
-    assert v["seeds_won"] == 1
-    assert "| 0 | 72.00 | Mean Teacher | 70.00 | +2.00 | 1 of 1 |" in md
-    cells.append(_fake_cell("ssl", "cps", 1, 40.0))
-    full = acc.summarize(cells, jobs, ["ssl"], methods, [0, 1], acc.SETTINGS, iters=10, size=16,
-                         base_filters=4, weights={})
-    (v,) = acc.verdict(full)
-    assert v["seeds"] == [0, 1] and v["gap"] == pytest.approx(0.5) and v["seeds_won"] == 1
+    # A&D vs supervised, paired by seed: +22 and -1; two pairs decide nothing
+    (v,) = acc.verdict(report)["primary"]
+    assert v["differences"] == [22.0, -1.0] and v["mean"] == pytest.approx(10.5)
+    assert v["verdict"] == "undetermined"
+    assert "| 2 | +10.50 [" in md and "**undetermined**" in md
 
 
 def test_dice_at_time_takes_the_last_points_within_the_time():

@@ -27,21 +27,46 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
-from .cells import (ALL_METHODS, CELL_FUNCTIONS, LABELS, PACKAGE_DIR, VARIANTS, _hash_json,  # noqa: F401
-                    _write_json, base_method, budget_for, cell_config, code_version, method_files,
+from .cells import (ALL_METHODS, CELL_FUNCTIONS, DERIVED, LABELS, PACKAGE_DIR, VARIANTS,  # noqa: F401
+                    _hash_json, _write_json, base_method, budget_for, cell_config, code_version, method_files,
                     prepare_setting, run_cell)
 from .report import dice_at_time, markdown_report, plot_results, summarize, time_key, verdict  # noqa: F401
-from .settings import DEFAULTS, METHODS, SETTINGS, UNSUP_WEIGHTS  # noqa: F401
+from .settings import (ATTRIBUTION, CONFIRM_BASELINES, CONFIRM_SEEDS, DEFAULTS, DEV_SEEDS,  # noqa: F401
+                       METHODS, ONLY_IN, SETTINGS, UNSUP_WEIGHTS, BenchSetting)
+
+PHASES = ("calibration", "confirm")
+
+
+def default_methods(phase: str, settings=()) -> list[str]:
+    """Calibration: every method and the fully supervised ceiling (to pick the strongest
+    baseline and to check the ceiling). Confirm: supervised, A&D, the baselines fixed by
+    calibration and the attribution rows (no ceiling: it is checked on development seeds)."""
+    if phase == "calibration":
+        return list(METHODS)
+    fixed = [CONFIRM_BASELINES[s] for s in settings if s in CONFIRM_BASELINES]
+    return list(dict.fromkeys(["supervised", "ad", *fixed, *ATTRIBUTION]))
 
 def add_accuracy_arguments(p) -> None:
+    p.add_argument("--phase", choices=PHASES, default="confirm",
+                   help=f"calibration: the development seeds ({DEV_SEEDS[0]}-{DEV_SEEDS[-1]}), every method and "
+                        f"the ceiling, to fix design choices and the comparisons; confirm (default): fresh seeds "
+                        f"({CONFIRM_SEEDS[0]}-{CONFIRM_SEEDS[-1]}), the comparisons fixed in bench/settings.py "
+                        f"and the attribution rows")
     p.add_argument("--settings", default=",".join(SETTINGS),
                    help=f"comma-separated settings (default all: {','.join(SETTINGS)})")
-    p.add_argument("--methods", default=",".join(ALL_METHODS),
-                   help=f"comma-separated methods (default all: {','.join(ALL_METHODS)}); 'full' is the "
-                        f"supervised method trained with every training case labeled; variants: "
+    p.add_argument("--data", metavar="DIR_OR_TASK_YAML", default=None,
+                   help="instead of the synthetic settings: a prepared dataset (its folder holding task.yaml, "
+                        "or a task .yaml file); the chosen methods are trained on its splits for each seed "
+                        "(the data stays, the training seed varies) and compared with the same statistics")
+    p.add_argument("--methods", default=None,
+                   help=f"comma-separated methods (default: the phase's; all: {','.join(ALL_METHODS)}); 'full' "
+                        f"is the supervised method trained with every training case labeled; variants: "
                         + "; ".join(f"{k} is {b} with " + ", ".join(f"{f}={v}" for f, v in o.items())
-                                    for k, (b, o) in VARIANTS.items()))
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default 0,1,2)")
+                                    for k, (b, o) in VARIANTS.items())
+                        + "; " + "; ".join(f"{k} is read off every {v} cell" for k, v in DERIVED.items()))
+    p.add_argument("--seeds", default=None,
+                   help="comma-separated seeds, each the data seed and the training seed of one paired run "
+                        "(default: the phase's eight)")
     p.add_argument("--out", default="bench_accuracy", help="output and cache folder (default bench_accuracy)")
     p.add_argument("--device", "-c", default="auto", help="auto, cpu, cuda, mps")
     p.add_argument("--jobs", type=int, default=1,
@@ -52,8 +77,8 @@ def add_accuracy_arguments(p) -> None:
                    help=f"training iterations per cell (default {DEFAULTS['iters']})")
     p.add_argument("--size", type=int, default=DEFAULTS["size"],
                    help=f"synthetic volume edge in voxels (default {DEFAULTS['size']}; patch 32^3 from 48)")
-    p.add_argument("--base-filters", type=int, default=DEFAULTS["base_filters"],
-                   help=f"V-Net base filters (default {DEFAULTS['base_filters']})")
+    p.add_argument("--base-filters", type=int, default=None,
+                   help=f"V-Net base filters (default {DEFAULTS['base_filters']}; with --data the task's own)")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: write the report from the cells finished so far (say which are missing)")
     p.add_argument("--weights", default="",
@@ -109,8 +134,10 @@ def parse_weights(text: str) -> dict[str, float]:
 # Training CPU time per cell relative to supervised (measured on the ssl setting). bcp, dhc:
 # ssl seed 0, 144 iterations, 1 thread, against supervised in the same run (BCP 1 epoch of 8
 # pre-training, about its 2/17), where mean_teacher, cps and ad measured 1.8, 3.5 and 6.9.
+# supervised_dw, supervised_bn, ad_psi: estimated from their passes (one weighted pass; one
+# pass over twice the batch; 4 of A&D's 14 encoder passes and no sampler).
 RELATIVE_COST = {"supervised": 1.0, "full": 1.0, "mean_teacher": 2.0, "cps": 3.4, "uamt": 3.6, "ad": 5.9,
-                 "bcp": 4.8, "dhc": 3.8}
+                 "bcp": 4.8, "dhc": 3.8, "supervised_dw": 1.1, "supervised_bn": 1.8, "ad_psi": 2.5}
 
 
 def relative_cost(method: str) -> float:
@@ -144,30 +171,63 @@ def plan_cells(settings, methods, seeds, out: Path, iters: int, size: int, base_
     jobs = []
     for name in settings:
         setting = table[name]
-        summary = prepare_setting(setting, out, size, d["data_seed"], log=log)
         for seed in seeds:
+            # The data seed is the run's seed: each paired run sees its own cases.
+            summary = prepare_setting(setting, out, size, seed, log=log)
             task_name = setting.task_for_seed(list(summary["tasks"]), seed)
             task = summary["tasks"][task_name]
             budget = budget_for(task, summary["splits"], iters, d["batch_size"], d["rampup_fraction"],
                                 d["test_points"], d["last_k"])
+            # A user's dataset trains with its task's network, batch, lr and test strides.
+            own = bool(setting.task_file)
+            filters = base_filters or (task["base_filters"] if own else DEFAULTS["base_filters"])
+            batch, lr = (task["batch_size"], task["lr"]) if own else (d["batch_size"], d["lr"])
+            stride = [task["stride_xy"], task["stride_z"]] if own else d["stride"]
+            if own:
+                budget = budget_for(task, summary["splits"], iters, batch, d["rampup_fraction"],
+                                    d["test_points"], d["last_k"])
             for method in methods:
+                if method in DERIVED or name not in ONLY_IN.get(method, (name,)):
+                    continue
                 base, overrides = VARIANTS.get(method, (method, {}))
-                cfg = cell_config(task, base, seed, budget, base_filters, d["batch_size"], d["lr"], weights)
-                if overrides:
+                overrides = dict(overrides)
+                cfg = cell_config(task, base, seed, budget, filters, batch, lr, weights)
+                if "rampup_fraction" in overrides:  # a budget field: the ramp over that part of the epochs
+                    cfg["rampup_epochs"] = max(1, round(budget["epochs"] * overrides.pop("rampup_fraction")))
+                if overrides or method in VARIANTS:
                     cfg.update(overrides, name=f"{task['name']}_{method}_s{seed}")
                 code = codes[method]
                 key = _hash_json({"code": code, "setting": name, "method": method, "seed": seed,
                                   "task": task_name, "spec": summary["spec"], "data": summary["data_sha"],
                                   "budget": budget,
                                   "cfg": {k: v for k, v in cfg.items() if k != "data_dir"},
-                                  "stride": d["stride"], "last_k": d["last_k"], "device": device})
+                                  "stride": stride, "last_k": d["last_k"], "device": device})
                 jobs.append({
                     "key": key, "code": code, "setting": name, "method": method, "seed": seed, "task": task_name,
-                    "cfg": cfg, "budget": budget, "device": device, "stride": d["stride"], "last_k": d["last_k"],
+                    "cfg": cfg, "budget": budget, "device": device, "stride": stride, "last_k": d["last_k"],
                     "cell_path": str(out / "cells" / name / method / f"seed{seed}.json"),
                     "run_dir": str(out / "runs" / name / method / f"seed{seed}-{key[:10]}"),
                 })
     return jobs
+
+
+def _prepare_one(args) -> None:
+    setting, out, size, seed = args
+    prepare_setting(setting, out, size, seed, log=lambda *_: None)
+
+
+def prepare_data(settings, seeds, out: Path, size: int, table, jobs: int, log=print) -> None:
+    """Generate every (setting, seed) dataset in ``jobs`` processes (one per seed and setting;
+    ~5-10 s each at 48^3), so that planning finds them made."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    todo = [(table[name], out, size, seed) for name in settings if not table[name].task_file for seed in seeds]
+    if len(todo) < 2:
+        return
+    log(f"generating or checking {len(todo)} synthetic datasets, {min(jobs, len(todo))} at a time ...")
+    with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=mp.get_context("spawn")) as pool:
+        list(pool.map(_prepare_one, todo))
 
 
 def cached_result(job: dict) -> tuple[dict | None, str]:
@@ -194,9 +254,22 @@ def _cell_line(i: int, n: int, r: dict, note: str = "") -> str:
             f"{'  ' + note if note else ''}")
 
 
+def derived_results(results: list[dict], methods) -> list[dict]:
+    """The rows read off other cells (``DERIVED``), as cells of their own method."""
+    out = []
+    for r in results:
+        for name, source in DERIVED.items():
+            if name in methods and r["method"] == source and name in r.get("derived", {}):
+                extra = r["derived"][name]
+                out.append({**{k: v for k, v in r.items() if k != "derived"}, **extra, "method": name,
+                            "key": f"{r['key']}:{name}", "dice_last": extra["curve"][-1]["dice"]})
+    return out
+
+
 def run_benchmark(settings, methods, seeds, out, iters=DEFAULTS["iters"], size=DEFAULTS["size"],
-                  base_filters=DEFAULTS["base_filters"], device="auto", jobs=1, threads=None, weights=None,
-                  log=print, table=None, defaults=None, command: str = "", report_only: bool = False) -> dict:
+                  base_filters=None, device="auto", jobs=1, threads=None, weights=None,
+                  log=print, table=None, defaults=None, command: str = "", report_only: bool = False,
+                  phase: str | None = None) -> dict:
     """Run (or resume) the benchmark; write results.json, results.md and the plots; return the results.
 
     ``report_only``: train nothing and report the cells already finished (a long
@@ -218,6 +291,8 @@ def run_benchmark(settings, methods, seeds, out, iters=DEFAULTS["iters"], size=D
     device = str(resolve_device(device))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if jobs > 1 and not report_only:
+        prepare_data(settings, seeds, out, size, table, jobs, log=log)
     all_jobs = plan_cells(settings, methods, seeds, out, iters, size, base_filters, device, weights, log=log,
                           table=table, defaults=defaults)
     n = len(all_jobs)
@@ -269,8 +344,9 @@ def run_benchmark(settings, methods, seeds, out, iters=DEFAULTS["iters"], size=D
             raise
         pool.shutdown()
     ordered = [results[j["key"]] for j in all_jobs if j["key"] in results]
+    ordered += derived_results(ordered, methods)
     report = summarize(ordered, all_jobs, settings, methods, seeds, table, command=command, code=code_version(),
-                       iters=iters, size=size, base_filters=base_filters, weights=weights)
+                       iters=iters, size=size, base_filters=base_filters, weights=weights, phase=phase)
     report["missing_cells"] = missing
     _write_json(out / "results.json", report)
     (out / "results.md").write_text(markdown_report(report, table))
@@ -283,15 +359,56 @@ def run_benchmark(settings, methods, seeds, out, iters=DEFAULTS["iters"], size=D
 
 
 # ---------------------------------------------------------------- entry point
+def user_setting(path: str) -> BenchSetting:
+    """The one setting of `--data`: a prepared dataset's folder (holding task.yaml) or a task file."""
+    p = Path(path)
+    task_file = p / "task.yaml" if p.is_dir() else p
+    if not task_file.is_file():
+        raise UserError(f"--data {path}: no task file ({task_file} does not exist); give a prepared dataset's "
+                        f"folder holding task.yaml (as `genericssl prepare` writes) or a task .yaml file")
+    return BenchSetting("data", "", column=f"{task_file}", mimics="the user's dataset",
+                        task_file=str(task_file.resolve()))
+
+
+def check_phase_seeds(phase: str, seeds: list[int]) -> None:
+    """Calibration never touches the confirmatory seeds, and the confirmatory run never
+    reports a development seed: design choices are made on data that is not reported."""
+    if phase == "calibration":
+        clash = sorted(set(seeds) & set(CONFIRM_SEEDS))
+        if clash:
+            raise UserError(f"--phase calibration with confirmatory seed(s) {clash}: calibrate on development "
+                            f"seeds ({DEV_SEEDS[0]}-{DEV_SEEDS[-1]} or others outside {CONFIRM_SEEDS[0]}-"
+                            f"{CONFIRM_SEEDS[-1]}) so that the confirmatory data stays unseen")
+    else:
+        clash = sorted(set(seeds) & set(DEV_SEEDS))
+        if clash:
+            raise UserError(f"--phase confirm with development seed(s) {clash}: design choices were made on "
+                            f"them, so they are not evidence; use fresh seeds (default {CONFIRM_SEEDS[0]}-"
+                            f"{CONFIRM_SEEDS[-1]})")
+
+
 def main_accuracy(args) -> int:
-    settings = parse_names(args.settings, list(SETTINGS), "settings")
-    methods = parse_names(args.methods, list(ALL_METHODS), "methods")
-    seeds = parse_seeds(args.seeds)
+    if args.data:
+        table = {"data": user_setting(args.data)}
+        settings, phase = ["data"], "data"
+        seeds = parse_seeds(args.seeds) if args.seeds is not None else list(CONFIRM_SEEDS)
+        default = ["supervised", "ad"]
+    else:
+        table, phase = SETTINGS, args.phase
+        settings = parse_names(args.settings, list(SETTINGS), "settings")
+        seeds = parse_seeds(args.seeds) if args.seeds is not None else list(
+            DEV_SEEDS if phase == "calibration" else CONFIRM_SEEDS)
+        check_phase_seeds(phase, seeds)
+        default = default_methods(phase, settings)
+    methods = parse_names(args.methods, list(ALL_METHODS), "methods") if args.methods is not None else default
+    # A derived row is read off its source's cells, which must then run too.
+    methods += [DERIVED[m] for m in methods if m in DERIVED and DERIVED[m] not in methods]
     weights = parse_weights(args.weights)
     # The command that trains the cells, which --report-only does not.
     command = shlex.join(["genericssl", "bench", "accuracy", *(a for a in sys.argv[3:] if a != "--report-only")])
     run_benchmark(settings, methods, seeds, args.out, iters=args.iters, size=args.size,
                   base_filters=args.base_filters, device=args.device, jobs=args.jobs, threads=args.threads,
-                  weights=weights, command=command.strip(), report_only=args.report_only)
+                  weights=weights, command=command.strip(), report_only=args.report_only, table=table,
+                  phase=phase)
     return 0
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import UserError
-from .settings import DEFAULTS, METHOD_LABELS, METHODS, BenchSetting
+from .settings import ATTRIBUTION, ATTRIBUTION_LABELS, DEFAULTS, METHOD_LABELS, METHODS, BenchSetting
 
 # Variants: a method with a few TaskConfig fields changed, reported as a row of its
 # own. The overrides go into the cell's config and so into its cache key; the
@@ -31,10 +31,17 @@ from .settings import DEFAULTS, METHOD_LABELS, METHODS, BenchSetting
 #   optional departure), so that the 10 no-gradient denoising passes per
 #   iteration stop dominating the encoder's BatchNorm running statistics that
 #   D_theta is tested with (docs/benchmark.md has the diagnosis).
-VARIANTS = {"ad_eval_sampler": ("ad", {"sampler_eval_mode": True})}
+#   ad_full_ramp: A&D with the unlabeled weight ramped up over the whole run (the paper's
+#   schedule) instead of the benchmark's first third; "rampup_fraction" is a budget
+#   field, turned into the cell's rampup_epochs by ``plan_cells``.
+VARIANTS = {"ad_eval_sampler": ("ad", {"sampler_eval_mode": True}),
+            "ad_full_ramp": ("ad", {"rampup_fraction": 1.0})}
 VARIANT_LABELS = {"ad_eval_sampler": "A&D, eval-mode sampler"}
-ALL_METHODS = METHODS[:-1] + tuple(VARIANTS) + METHODS[-1:]  # the reference row stays last
-LABELS = {**METHOD_LABELS, **VARIANT_LABELS}
+# Rows read off another method's cells (no training of their own): name -> that method.
+DERIVED = {"ad_bn": "ad"}
+ALL_METHODS = (METHODS[:-1] + tuple(VARIANTS) + tuple(m for m in ATTRIBUTION if m not in VARIANTS)
+               + METHODS[-1:])  # the reference row stays last
+LABELS = {**METHOD_LABELS, **VARIANT_LABELS, **ATTRIBUTION_LABELS}
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # Sources a cell's numbers depend on (relative to the package). The benchmark's
@@ -59,7 +66,8 @@ def _sha(data: bytes) -> str:
 
 
 def base_method(method: str) -> str:
-    """The method a variant runs (a method is its own)."""
+    """The method a variant (or a derived row) runs (a method is its own)."""
+    method = DERIVED.get(method, method)
     return VARIANTS.get(method, (method,))[0]
 
 
@@ -115,23 +123,34 @@ def _hash_json(obj) -> str:
 # ---------------------------------------------------------------- data
 def data_fingerprint(data_dir: Path) -> str:
     """Hash of what a cell reads: the arrays, the split lists and dataset.json (not the paths)."""
+    from ..data.cases import SPLIT_DIRS
+
     h = hashlib.sha256()
-    for sub in ("npy", "split_txts"):
+    for sub in ("npy",) + SPLIT_DIRS:
+        if not (data_dir / sub).is_dir():
+            continue
         for path in sorted((data_dir / sub).iterdir()):
             h.update(f"{sub}/{path.name}".encode())
-            h.update(path.read_bytes())
-    h.update((data_dir / "dataset.json").read_bytes())
+            with open(path, "rb") as f:  # a real dataset's volumes: read in blocks, not whole
+                for block in iter(lambda: f.read(1 << 24), b""):
+                    h.update(block)
+    if (data_dir / "dataset.json").is_file():
+        h.update((data_dir / "dataset.json").read_bytes())
     return h.hexdigest()[:16]
 
 
 def prepare_setting(setting: BenchSetting, out: Path, size: int, data_seed: int, log=print) -> dict:
-    """Generate (or reuse) the setting's synthetic data; returns the generator's summary."""
+    """Generate (or reuse) the setting's synthetic data for one data seed; returns the
+    generator's summary. A user's dataset (``setting.task_file``) is read, not generated."""
+    if setting.task_file:
+        return user_data_summary(setting.task_file)
     from ..data.synthetic import make_synthetic_dataset, named_spec
 
     spec = named_spec(setting.spec, seed=data_seed, size=size, **setting.spec_kwargs)
+    spec = dataclasses.replace(spec, variation=setting.variation)
     gen_src = (PACKAGE_DIR / "data" / "synthetic.py").read_bytes()
     key = _hash_json({"spec": dataclasses.asdict(spec), "generator": _sha(gen_src)})
-    data_dir = out / "data" / f"{setting.name}-{key[:10]}"
+    data_dir = out / "data" / f"{setting.name}-s{data_seed}-{key[:10]}"
     marker = data_dir / "bench_summary.json"
     if marker.is_file():
         try:
@@ -149,6 +168,29 @@ def prepare_setting(setting: BenchSetting, out: Path, size: int, data_seed: int,
     summary["data_sha"] = data_fingerprint(data_dir)
     _write_json(marker, summary)
     return summary
+
+
+def user_data_summary(task_file: str) -> dict:
+    """A prepared dataset named by its task file, in the shape of the generator's summary:
+    one task (the file's fields), the size of each split, and a fingerprint of the data."""
+    from ..config import ConfigError, data_path, load_config
+    from ..data.cases import read_split
+
+    cfg = load_config(config_file=task_file)
+    data_dir = data_path(cfg).resolve()
+    splits = {}
+    for role in ("labeled", "unlabeled", "test"):
+        name = cfg.splits.get(role)
+        try:
+            splits[name] = len(read_split(data_dir, name))
+        except (UserError, OSError) as e:
+            raise ConfigError(f"{task_file}: the {role} split {name!r} of {data_dir} cannot be read ({e}); "
+                              f"bench accuracy --data needs labeled, unlabeled and test splits") from None
+        if splits[name] == 0:
+            raise ConfigError(f"{task_file}: the {role} split {name!r} of {data_dir} is empty")
+    task = {**cfg.to_dict(), "data_dir": str(data_dir)}
+    return {"tasks": {cfg.name: task}, "splits": splits, "spec": None,
+            "data_sha": data_fingerprint(data_dir), "data_dir": str(data_dir)}
 
 
 def _write_json(path: Path, obj) -> None:
@@ -194,11 +236,13 @@ def cell_config(task: dict, method: str, seed: int, budget: dict, base_filters: 
                 lr: float, weights: dict) -> dict:
     """TaskConfig fields of one cell (``full`` is ``supervised`` on every training case)."""
     cfg = {k: v for k, v in task.items() if k != "name"}
+    # checkpoint_levels 0: the cells' networks are tiny, and checkpointing (bit-exact) would
+    # only add its ~10 % of recomputation.
     cfg.update(name=f"{task['name']}_{method}_s{seed}", method="supervised" if method == "full" else method,
                seed=seed, base_filters=base_filters, batch_size=batch_size, lr=lr,
                max_epoch=budget["max_epoch"], iters_per_epoch=budget["iters_per_epoch"],
                rampup_epochs=budget["rampup_epochs"], unsup_weight=float(weights.get(method, 0.0)),
-               patience=10 ** 9, eval_every=budget["test_every"], num_workers=0)
+               patience=10 ** 9, eval_every=budget["test_every"], num_workers=0, checkpoint_levels=0)
     if method == "full":
         labeled = task["splits"]["labeled"]
         # Every train case labeled; repeating the unlabeled set keeps all of them in each epoch.
@@ -219,7 +263,8 @@ def _predict(net, image, patch, stride, device):
     except ImportError:
         predict_volume = None
     if predict_volume is not None:
-        kwargs = {"stride_xy": stride, "stride_z": stride}
+        xy, z = (stride, stride) if isinstance(stride, int) else stride
+        kwargs = {"stride_xy": xy, "stride_z": z}
         if "device" in inspect.signature(predict_volume).parameters:
             kwargs["device"] = device
         return np.asarray(predict_volume(net, image, tuple(patch), **kwargs))
@@ -247,6 +292,44 @@ def _test_scores(net, cases, num_classes: int, patch, stride: int, device) -> di
             "asd": float(asd_c.mean()), "asd_per_class": asd_c.tolist()}
 
 
+def recompute_batchnorm(net, images, patch, seed: int, batch: int = 4, passes: int = 2):
+    """A copy of ``net`` whose BatchNorm statistics are the plain average over image-path
+    forward passes of random ``patch`` crops of ``images`` (BatchNorm in training mode,
+    dropout off), instead of the running averages training left, which A&D's ten
+    no-gradient denoising passes per iteration dominate. ``torch.optim.swa_utils.update_bn``
+    does the same with dropout on."""
+    import copy
+
+    import torch
+
+    net = copy.deepcopy(net)
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    net.eval()
+    for m in bns:
+        m.train()
+    rng = np.random.default_rng(seed)
+    device = next(net.parameters()).device
+    crops = []
+    for _ in range(passes):
+        for image in images:
+            starts = [int(rng.integers(0, max(0, s - p) + 1)) for s, p in zip(image.shape[1:], patch)]
+            crops.append(image[(slice(None),) + tuple(slice(a, a + p) for a, p in zip(starts, patch))])
+    groups = [crops[i:i + batch] for i in range(0, len(crops), batch)]
+    if len(groups) > 1 and len(groups[-1]) == 1:  # one crop alone can leave 1 value per channel at the bottom
+        groups[-2] += groups.pop()
+    with torch.no_grad():
+        for part in groups:
+            shape = np.max([c.shape for c in part], axis=0)
+            if any(tuple(c.shape) != tuple(shape) for c in part):  # volumes smaller than the patch
+                part = [c for c in part if tuple(c.shape) == tuple(part[0].shape)]
+            net(torch.as_tensor(np.stack(part), device=device))
+    net.eval()
+    return net
+
+
 def _bench_callback_class():
     from ..training import Callback
 
@@ -257,8 +340,9 @@ def _bench_callback_class():
         checkpoint), with the training seconds up to that epoch.
         """
 
-        def __init__(self, cases, test_epochs, stride):
+        def __init__(self, cases, test_epochs, stride, bn_images=None):
             self.cases, self.test_epochs, self.stride = cases, set(test_epochs), stride
+            self.bn_images = bn_images  # for the ad_bn row: training images whose statistics it uses
             self.c0 = self.c_last = 0.0
 
         # CPU seconds of the training itself (first to last optimizer step): with one thread
@@ -275,8 +359,14 @@ def _bench_callback_class():
                 so_far = trainer.history + [record]
                 record["train_seconds"] = float(sum(r["seconds"] for r in so_far))
                 record["train_cpu_seconds"] = float(sum(r.get("cpu_seconds", 0.0) for r in so_far))
-                record["test"] = _test_scores(trainer.method.predictor(), self.cases, trainer.cfg.num_classes,
-                                              trainer.cfg.patch_size, self.stride, trainer.device)
+                cfg = trainer.cfg
+                record["test"] = _test_scores(trainer.method.predictor(), self.cases, cfg.num_classes,
+                                              cfg.patch_size, self.stride, trainer.device)
+                if self.bn_images is not None:
+                    net = recompute_batchnorm(trainer.method.predictor(), self.bn_images, cfg.patch_size,
+                                              seed=cfg.seed + record["epoch"])
+                    record["test_bn"] = _test_scores(net, self.cases, cfg.num_classes, cfg.patch_size,
+                                                     self.stride, trainer.device)
                 trainer.method.train()
 
     return BenchCallback
@@ -307,7 +397,12 @@ def run_cell(job: dict) -> dict:
 
     from ..training import Trainer
 
-    bench = _bench_callback_class()(cases, job["budget"]["test_epochs"], job["stride"])
+    bn_images = None
+    if job["method"] == "ad":  # the ad_bn row: the same cell's predictor with recomputed statistics
+        train_ids = read_split(cfg.data_dir, cfg.splits["labeled"]) + read_split(cfg.data_dir, cfg.splits["unlabeled"])
+        bn_images = [item["image"].numpy() for item in EvalDataset(cfg.data_dir, train_ids, cfg, crop=False,
+                                                                   need_label=False)]
+    bench = _bench_callback_class()(cases, job["budget"]["test_epochs"], job["stride"], bn_images)
     trainer = Trainer(cfg, cfg.data_dir, run_dir, job["device"], resume=last if last.is_file() else None,
                       progress=False, tensorboard=False, overwrite=True, log=log, callbacks=[bench])
     trainer.fit()
@@ -333,6 +428,15 @@ def run_cell(job: dict) -> dict:
         "threads": torch.get_num_threads(), "device": str(trainer.device), "curve": curve,
         "val_dice": [r.get("val_dice") for r in trainer.history if "val_dice" in r],
     }
+    bn_curve = [r["test_bn"] for r in trainer.history if "test_bn" in r]
+    if bn_curve:
+        tail_bn = bn_curve[-job["last_k"]:]
+        result["derived"] = {"ad_bn": {
+            "dice": float(np.mean([c["dice_per_class"] for c in tail_bn], axis=0).mean()),
+            "dice_per_class": np.mean([c["dice_per_class"] for c in tail_bn], axis=0).tolist(),
+            "asd": float(np.mean([c["asd_per_class"] for c in tail_bn], axis=0).mean()),
+            "asd_per_class": np.mean([c["asd_per_class"] for c in tail_bn], axis=0).tolist(),
+            "curve": [{**c, **b} for c, b in zip(curve, bn_curve)]}}
     logs = trainer.history[-1]
     if "class_weights" in logs:  # A&D's difficulty weights, for diagnosis
         result["class_weights_last_epoch"] = logs["class_weights"]
@@ -344,5 +448,5 @@ def run_cell(job: dict) -> dict:
 
 
 # Functions whose source is part of the code version (they compute a cell's numbers).
-CELL_FUNCTIONS = (epoch_iterations, budget_for, cell_config, _predict, _test_scores, _bench_callback_class,
-                  run_cell)
+CELL_FUNCTIONS = (epoch_iterations, budget_for, cell_config, _predict, _test_scores, recompute_batchnorm,
+                  _bench_callback_class, run_cell)

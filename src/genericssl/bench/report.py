@@ -7,8 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
+from . import stats
 from .cells import LABELS, base_method, code_version
-from .settings import DEFAULTS, SETTINGS
+from .settings import (ATTRIBUTION_PAIRS, CALIBRATION_TARGETS, CONFIRM_BASELINES, DEFAULTS, METHODS,
+                       SETTINGS)
+
+BASELINES = tuple(m for m in METHODS if m not in ("supervised", "ad", "full"))
 
 # ---------------------------------------------------------------- aggregation
 def _mean_std(values):
@@ -79,55 +83,143 @@ def summarize(results, jobs, settings, methods, seeds, table, command="", code=N
         "columns": {s: table[s].column for s in settings}, "budget": budget,
         "summary": summary, "cells": cells,
     }
+    report["phase"] = run.get("phase")
     report["verdict"] = verdict(report)
+    if report["phase"] == "calibration":
+        report["calibration"] = calibration(report)
     return report
 
 
 # ---------------------------------------------------------------- report
-def verdict(report: dict) -> list[dict]:
-    """The issue's question, per setting: is A&D (and each A&D variant) ahead of the best
-    baseline? Compared on the seeds that A&D and every baseline finished (an unfinished
-    run must not decide it), with the gap of the means and the seeds on which A&D won
-    head to head (same seed, same data), which says more than a gap inside the spread."""
-    cells, methods = report["cells"], report["methods"]
-    ours = [m for m in methods if base_method(m) == "ad"]
-    baselines = [m for m in methods if m not in ours and m != "full"]
-    rows = []
-    for s in report["settings"] if baselines else []:
-        by = cells.get(s, {})
-        for m in ours:
-            seeds = set(by.get(m, {}))
-            for b in baselines:
-                seeds &= set(by.get(b, {}))
-            seeds = sorted(seeds, key=int)
-            if not seeds:
-                continue
-            mean = {k: float(np.mean([by[k][x]["dice"] for x in seeds])) for k in baselines + [m]}
-            best = max(baselines, key=mean.get)
-            wins = sum(by[m][x]["dice"] > by[best][x]["dice"] for x in seeds)
-            rows.append({"setting": s, "method": m, "seeds": [int(x) for x in seeds], "dice": mean[m],
-                         "best_baseline": best, "best_baseline_dice": mean[best], "gap": mean[m] - mean[best],
-                         "seeds_won": wins})
-    return rows
+def _dice_by_seed(report: dict, setting: str, method: str) -> dict:
+    return {seed: r["dice"] for seed, r in report["cells"].get(setting, {}).get(method, {}).items()}
+
+
+def verdict(report: dict) -> dict:
+    """The comparisons fixed in advance, with their statistics (``bench.stats``):
+
+    - primary: per setting, A&D vs supervised and A&D vs the baseline that calibration
+      found strongest (``settings.CONFIRM_BASELINES``); with ``--data``, A&D vs every
+      other method run, Holm-corrected across those methods;
+    - attribution: each attribution row vs the row it changes one thing of.
+    Each comparison is a family across settings for Holm's correction."""
+    settings, methods = report["settings"], report["methods"]
+    primary, attribution = [], []
+    if report.get("phase") == "data":
+        for b in (m for m in methods if m != "ad"):
+            if "ad" in methods:
+                primary.append({"family": "A&D vs each method", "setting": settings[0], "a_method": "ad",
+                                "b_method": b, "a": _dice_by_seed(report, settings[0], "ad"),
+                                "b": _dice_by_seed(report, settings[0], b)})
+    else:
+        for s in settings:
+            if "ad" in methods and "supervised" in methods:
+                primary.append({"family": "A&D vs supervised", "setting": s, "a_method": "ad",
+                                "b_method": "supervised", "a": _dice_by_seed(report, s, "ad"),
+                                "b": _dice_by_seed(report, s, "supervised")})
+            fixed = CONFIRM_BASELINES.get(s)
+            if fixed and "ad" in methods and fixed in methods:
+                primary.append({"family": "A&D vs the strongest baseline of calibration", "setting": s,
+                                "a_method": "ad", "b_method": fixed, "a": _dice_by_seed(report, s, "ad"),
+                                "b": _dice_by_seed(report, s, fixed)})
+    for row, ref in ATTRIBUTION_PAIRS.items():
+        for s in settings:
+            if row in methods and ref in methods and report["cells"].get(s, {}).get(row):
+                attribution.append({"family": f"{row} vs {ref}", "setting": s, "a_method": row, "b_method": ref,
+                                    "a": _dice_by_seed(report, s, row), "b": _dice_by_seed(report, s, ref)})
+    return {"primary": stats.compare(primary), "attribution": stats.compare(attribution),
+            "unfixed": [s for s in settings if report.get("phase") == "confirm" and s not in CONFIRM_BASELINES]}
+
+
+def calibration(report: dict) -> dict:
+    """What calibration checks per setting (``CALIBRATION_TARGETS``): the ceiling above every
+    method, supervised training's seed spread, flat curves, learnable classes; and the
+    strongest baseline (highest mean Dice over the development seeds), which the
+    confirmatory comparison is then fixed to."""
+    t = CALIBRATION_TARGETS
+    out = {}
+    for s in report["settings"]:
+        summ = report["summary"][s]
+        means = {m: summ[m]["dice_mean"] for m in report["methods"] if summ[m]["dice_mean"] is not None}
+        others = {m: v for m, v in means.items() if m != "full"}
+        late = {}
+        for m, by_seed in report["cells"].get(s, {}).items():
+            gains = []
+            for r in by_seed.values():
+                c = r["curve"]
+                k = len(r.get("reported_over_epochs", [])) or 1
+                if len(c) > k:
+                    gains.append(float(np.mean([p["dice"] for p in c[-k:]]) - c[-k - 1]["dice"]))
+            if gains:
+                late[m] = float(np.mean(gains))
+        full_classes = summ["full"]["dice_per_class_mean"] if "full" in summ else []
+        base = {m: v for m, v in others.items() if m in BASELINES}
+        out[s] = {
+            "ceiling": means.get("full"), "best_other": max(others.values(), default=None),
+            "ceiling_above_all": ("full" in means and bool(others) and means["full"] > max(others.values())),
+            "supervised_std": summ.get("supervised", {}).get("dice_std"),
+            "supervised_std_ok": (summ.get("supervised", {}).get("dice_std") is not None
+                                  and summ["supervised"]["dice_std"] <= t["supervised_std"]),
+            "late_gain": late, "flat": all(abs(v) <= t["late_gain"] for v in late.values()) if late else None,
+            "unlearnable_classes": [i + 1 for i, v in enumerate(full_classes) if v < t["class_dice"]],
+            "strongest_baseline": max(base, key=base.get) if base else None,
+        }
+    return out
+
+
+def _p(p):
+    return "—" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def _comparison_table(rows: list[dict], columns: dict) -> list[str]:
+    out = ["| Setting | comparison | pairs | mean difference [95 % CI] | Wilcoxon p | Holm p | verdict |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ci = "" if r["ci95"] is None else f" [{r['ci95'][0]:+.2f}, {r['ci95'][1]:+.2f}]"
+        mean = "—" if r["mean"] is None else f"{r['mean']:+.2f}{ci}"
+        out.append(f"| {columns.get(r['setting'], r['setting'])} | {LABELS.get(r['a_method'], r['a_method'])} "
+                   f"vs {LABELS.get(r['b_method'], r['b_method'])} | {r['n']} | {mean} | {_p(r['p'])} | "
+                   f"{_p(r.get('p_holm'))} | **{r['verdict']}** |")
+    return out
 
 
 def _verdict_lines(report: dict) -> list[str]:
-    rows = report["verdict"]
-    if not rows:
-        return []
-    ours = {r["method"] for r in rows}
-    baselines = [LABELS.get(m, m) for m in report["methods"] if m not in ours and m != "full"]
-    out = ["", "## Is A&D ahead of the best baseline?", "",
-           f"On the seeds that A&D and every baseline ({', '.join(baselines)}) finished: "
-           "gap = A&D's mean Dice minus the best baseline's; seeds won = runs with the same seed and "
-           "data where A&D's Dice was higher.", "",
-           "| Setting | Method | seeds | Dice | best baseline | its Dice | gap | seeds won |",
-           "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        out.append(f"| {report['columns'][r['setting']]} | {LABELS.get(r['method'], r['method'])} | "
-                   f"{', '.join(map(str, r['seeds']))} | {r['dice']:.2f} | "
-                   f"{LABELS.get(r['best_baseline'], r['best_baseline'])} | {r['best_baseline_dice']:.2f} | "
-                   f"{r['gap']:+.2f} | {r['seeds_won']} of {len(r['seeds'])} |")
+    v = report["verdict"]
+    out = []
+    phase = report.get("phase")
+    if v["primary"]:
+        title = ("Comparisons fixed in advance" if phase != "calibration"
+                 else "Comparisons (calibration: development seeds, not evidence)")
+        out += ["", f"## {title}", "",
+                "Paired by seed (the same data and labeled cases): mean of A&D's Dice minus the other's, in "
+                "points, with its 95 % t-interval; two-sided Wilcoxon signed-rank p; Holm's correction across "
+                f"the settings of each comparison; the verdict is better / worse where the corrected p is "
+                f"below {stats.ALPHA}, else undetermined.", ""]
+        out += _comparison_table(v["primary"], report["columns"])
+    if v.get("unfixed"):
+        out += ["", f"Not fixed yet (no calibration): A&D vs the strongest baseline in "
+                    f"{', '.join(report['columns'][s] for s in v['unfixed'])}."]
+    if v["attribution"]:
+        out += ["", "## Attribution", "",
+                "Each row against the row it changes one thing of (same statistics; Holm across settings "
+                "within each row).", ""]
+        out += _comparison_table(v["attribution"], report["columns"])
+    if phase == "calibration":
+        t = CALIBRATION_TARGETS
+        out += ["", "## Calibration checks (development seeds)", "",
+                f"Targets: the ceiling above every method; supervised std <= {t['supervised_std']} Dice; "
+                f"flat curves (last tests' mean within {t['late_gain']} points of the test before); every "
+                f"class above {t['class_dice']} Dice for the ceiling.", "",
+                "| Setting | ceiling | best other | ceiling above all | supervised std | largest late gain "
+                "| classes under target (ceiling) | strongest baseline |", "|---|---|---|---|---|---|---|---|"]
+        for s, c in report.get("calibration", {}).items():
+            late = max(c["late_gain"].items(), key=lambda kv: abs(kv[1]), default=None)
+            fmt = (lambda x: "—" if x is None else f"{x:.2f}")
+            out.append(f"| {report['columns'][s]} | {fmt(c['ceiling'])} | {fmt(c['best_other'])} | "
+                       f"{'yes' if c['ceiling_above_all'] else 'no'} | {fmt(c['supervised_std'])} | "
+                       f"{'—' if late is None else f'{late[1]:+.2f} ({LABELS.get(late[0], late[0])})'} | "
+                       f"{', '.join(f'C{k}' for k in c['unlearnable_classes']) or 'none'} | "
+                       f"{LABELS.get(c['strongest_baseline'], c['strongest_baseline'] or '—')} |")
     return out
 
 
@@ -171,11 +263,20 @@ def markdown_report(report: dict, table=None) -> str:
 
     seeds = ", ".join(map(str, report["seeds"]))
     run = report["run"]
-    out = ["# Synthetic accuracy benchmark", "",
-           "**Synthetic data**, small volumes, CPU-sized networks: this tests whether the paper's claim "
-           "holds on problems that are hard in the same ways, not the paper's numbers.", "",
-           f"- command: `{report['command'] or 'genericssl bench accuracy'}`",
-           f"- seeds: {seeds}; code {report['code']['package']} / {report['code']['sources']}",
+    phase = report.get("phase")
+    if phase == "data":
+        out = [f"# Accuracy benchmark on {cols[0]}", "",
+               "Each method trained on the dataset's splits once per seed (the data stays, the training seed "
+               "varies) and tested on its test split.", ""]
+    else:
+        out = ["# Synthetic accuracy benchmark", "",
+               "**Synthetic data**, small volumes, CPU-sized networks: this tests whether the paper's claim "
+               "holds on problems that are hard in the same ways, not the paper's numbers.", ""]
+    what = {"calibration": "development seeds (calibration): design choices were made on these; not evidence",
+            "confirm": "confirmatory seeds, unseen during calibration; each seed is the run's data seed and "
+                       "training seed"}.get(phase, "training seeds")
+    out += [f"- command: `{report['command'] or 'genericssl bench accuracy'}`",
+            f"- seeds: {seeds} ({what}); code {report['code']['package']} / {report['code']['sources']}",
            f"- every method of a setting: the same iterations, batch {run['batch_size']} labeled + "
            f"{run['batch_size']} unlabeled, lr {run['lr']}, ramp-up over the first third of the epochs; "
            f"{run['base_filters']} base filters, {run['size']}^3 volumes",

@@ -80,6 +80,13 @@ class SyntheticSpec:
         roles or domains not listed take ``default_counts``.
     labeled: a fraction in (0, 1) of each training domain's train cases
         (``ceil(n * fraction)``), or a total count spread over training domains.
+    variation: how much the anatomy differs from case to case, 0..1. At 0 every
+        case shares one layout up to ~1 voxel of jitter, so a domain differs from
+        another in intensity only; at 1 each case moves the whole layout by up to
+        8 % of the field of view, scales it by 0.85-1.15, stretches and turns each
+        structure, and takes a body of its own size (a large one is cut by the
+        field of view), drawn from a random stream of its own (0 leaves every
+        case as it was).
     """
     name: str = "synthetic"
     setting: str = "ssl"
@@ -97,6 +104,7 @@ class SyntheticSpec:
     target: str | None = None
     intensity: dict = field(default_factory=lambda: {"clip": None, "percentile": None})
     seed: int = 0
+    variation: float = 0.0
 
     def validate(self) -> "SyntheticSpec":
         if self.setting not in SETTINGS:
@@ -121,6 +129,8 @@ class SyntheticSpec:
             raise UserError("the uda setting needs a source and a target domain")
         if self.setting == "semidg" and len(names) < 2:
             raise UserError("the semidg setting needs at least two domains")
+        if not 0.0 <= float(self.variation) <= 1.0:
+            raise UserError(f"variation must be in 0..1, got {self.variation}")
         if self.patch_size is not None and len(self.patch_size) != len(self.shape):
             raise UserError(f"patch_size {list(self.patch_size)} and shape {list(self.shape)} differ in axes")
         return self
@@ -228,14 +238,42 @@ def _small_rotation(rng, ndim, scale=0.15):
     return linalg.expm(s - s.T)
 
 
-def render_label(spec: SyntheticSpec, anatomy, rng) -> tuple[np.ndarray, np.ndarray, list]:
-    """(label uint8, body mask, distractor masks with their class look-alike)."""
+@dataclass
+class _CaseVariation:
+    """One case's departure from the canonical layout (``SyntheticSpec.variation``)."""
+    shift: np.ndarray           # of the whole layout, fraction of each axis
+    scale: float                # of the layout about the body's centre and of every radius
+    body: np.ndarray            # body radii, fraction of each axis
+    stretch: list[np.ndarray]   # per structure, per axis
+    turn: list[np.ndarray]      # per structure, an extra rotation
+    jitter: list[np.ndarray]    # per structure, centre offset
+
+    @classmethod
+    def draw(cls, vrng, v: float, n_structures: int, ndim: int) -> "_CaseVariation":
+        return cls(shift=vrng.uniform(-0.08, 0.08, ndim) * v, scale=float(1 + vrng.uniform(-0.15, 0.15) * v),
+                   body=vrng.uniform(0.46 - 0.06 * v, 0.46 + 0.08 * v, ndim),
+                   stretch=[1 + vrng.uniform(-0.2, 0.2, ndim) * v for _ in range(n_structures)],
+                   turn=[_small_rotation(vrng, ndim, 0.25 * v) for _ in range(n_structures)],
+                   jitter=[vrng.normal(0, 0.03 * v, ndim) for _ in range(n_structures)])
+
+
+def render_label(spec: SyntheticSpec, anatomy, rng, vrng=None) -> tuple[np.ndarray, np.ndarray, list]:
+    """(label uint8, body mask, distractor masks with their class look-alike).
+
+    ``vrng`` draws the case's anatomy variation (``spec.variation`` > 0) from a stream
+    of its own, so that ``rng`` draws what it always drew."""
     shape = tuple(spec.shape)
     ndim = len(shape)
     size = np.asarray(shape, dtype=np.float32)
     grid = np.indices(shape, dtype=np.float32)
-    body = _ellipsoid(grid, (0.5 + rng.normal(0, 0.01, ndim)) * size,
-                      rng.uniform(0.44, 0.48, ndim) * size, np.eye(ndim),
+    var = None
+    if spec.variation > 0:
+        var = _CaseVariation.draw(vrng if vrng is not None else rng, float(spec.variation), len(anatomy), ndim)
+    body_centre = 0.5 + rng.normal(0, 0.01, ndim)
+    body_radii = rng.uniform(0.44, 0.48, ndim)
+    if var is not None:
+        body_centre, body_radii = body_centre + var.shift, var.body
+    body = _ellipsoid(grid, body_centre * size, body_radii * size, np.eye(ndim),
                       0.05 * _smooth_field(rng, shape, 4))
     label = np.zeros(shape, dtype=np.uint8)
     distractors = []
@@ -245,10 +283,17 @@ def render_label(spec: SyntheticSpec, anatomy, rng) -> tuple[np.ndarray, np.ndar
         look_alike = int(rng.integers(1, min(3, spec.num_classes - 1) + 1))
         distractors.append((_ellipsoid(grid, c, r, _random_rotation(rng, ndim), 0.0) & body, look_alike))
     for k, s in enumerate(anatomy, start=1):
-        centre = (s.centre + rng.normal(0, 0.025, ndim)) * size
-        radii = np.maximum(s.radii * rng.uniform(0.85, 1.15) * size, 1.0)
+        centre = s.centre + rng.normal(0, 0.025, ndim)
+        radii = s.radii * rng.uniform(0.85, 1.15)
+        rotation = s.rotation
+        if var is not None:
+            i = k - 1
+            centre = body_centre + var.scale * (centre - 0.5) + var.jitter[i]
+            radii = radii * var.scale * var.stretch[i]
+            rotation = rotation @ var.turn[i]
+        centre, radii = centre * size, np.maximum(radii * size, 1.0)
         wobble = spec.deformation * _smooth_field(rng, shape, 5) * rng.uniform(0.5, 1.0)
-        mask = _ellipsoid(grid, centre, radii, s.rotation @ _small_rotation(rng, ndim), wobble) & body
+        mask = _ellipsoid(grid, centre, radii, rotation @ _small_rotation(rng, ndim), wobble) & body
         if not mask.any():
             # A structure a voxel or two across can fall between grid points;
             # keep every class present in every case.
@@ -288,7 +333,8 @@ def make_case(spec: SyntheticSpec, domain_index: int, role: str, k: int, anatomy
     """One case: (raw image float32, label uint8), a pure function of its place."""
     anatomy = _anatomy(spec) if anatomy is None else anatomy
     rng = np.random.default_rng([spec.seed, domain_index, ROLES.index(role), k])
-    label, body, distractors = render_label(spec, anatomy, rng)
+    vrng = np.random.default_rng([spec.seed, domain_index, ROLES.index(role), k, 0x7A2])
+    label, body, distractors = render_label(spec, anatomy, rng, vrng)
     image = render_image(spec, spec.domains[domain_index], label, body, distractors, rng)
     return image, label
 

@@ -1,0 +1,210 @@
+"""Benchmark v2: paired statistics and verdicts, seeds that vary the data, the phases, the
+attribution rows, anatomy that varies from case to case, and `bench accuracy --data`."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from genericssl import cli
+from genericssl.bench import accuracy as acc
+from genericssl.bench import cells, stats
+from genericssl.data.synthetic import make_case, make_synthetic_dataset, named_spec
+from genericssl.errors import UserError
+
+TINY = dict(iters=2, size=16, base_filters=4, threads=1, device="cpu")
+pytestmark = pytest.mark.usefixtures("one_thread")
+quiet = dict(log=lambda *_: None)
+
+
+# ---------------------------------------------------------------- statistics
+def test_paired_difference_interval_and_exact_wilcoxon():
+    a = {s: 60.0 + s for s in range(8)}
+    b = {s: 58.0 + 0.5 * s for s in range(8)}
+    r = stats.paired(a, b)
+    d = np.array([2.0 + 0.5 * s for s in range(8)])
+    assert r["n"] == 8 and r["mean"] == pytest.approx(d.mean())
+    half = 2.3646242510102993 * d.std(ddof=1) / np.sqrt(8)   # t(0.975, 7)
+    assert r["ci95"] == pytest.approx([d.mean() - half, d.mean() + half])
+    assert r["p"] == pytest.approx(2 / 2 ** 8)   # every pair one way: the smallest exact p at n = 8
+    # only seeds both hold are paired
+    assert stats.paired(a, {0: 1.0, 3: 2.0, 99: 0.0})["seeds"] == [0, 3]
+    assert stats.paired({0: 1.0}, {0: 1.0})["p"] == 1.0 and stats.paired({}, {})["mean"] is None
+
+
+def test_holm_steps_down_and_keeps_order():
+    adj = stats.holm([0.01, 0.04, 0.03, 0.005, None])
+    assert adj[:4] == pytest.approx([0.03, 0.06, 0.06, 0.02]) and adj[4] is None
+    assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_verdicts_need_the_corrected_p_value():
+    clear = {s: 5.0 + s % 3 for s in range(8)}             # A&D ahead on every pair
+    zero = {s: 0.0 for s in range(8)}
+    mixed = {s: (-1) ** s * (1 + s) for s in range(8)}       # no direction
+    rows = [{"family": "F", "setting": "x", "a_method": "ad", "b_method": "s", "a": clear, "b": zero},
+            {"family": "F", "setting": "y", "a_method": "ad", "b_method": "s", "a": zero, "b": clear},
+            {"family": "F", "setting": "z", "a_method": "ad", "b_method": "s", "a": mixed, "b": zero}]
+    out = stats.compare(rows)
+    assert [r["verdict"] for r in out] == ["better", "worse", "undetermined"]
+    assert out[0]["p_holm"] == pytest.approx(3 * 2 / 2 ** 8) and out[0]["family_size"] == 3
+    # five settings with 8 clear pairs each: 5 x 0.0078 = 0.039 still passes; with 6 pairs it cannot
+    six = {s: 1.0 for s in range(6)}
+    few = stats.compare([{"family": "G", "setting": str(i), "a_method": "a", "b_method": "b", "a": six,
+                          "b": {s: 0.0 for s in range(6)}} for i in range(5)])
+    assert all(r["verdict"] == "undetermined" for r in few)
+
+
+def _fake_cell(setting, method, seed, dice, per_class=None):
+    curve = [{"train_seconds": t, "train_cpu_seconds": t, "dice": dice} for t in (5.0, 10.0)]
+    return {"setting": setting, "method": method, "seed": seed, "task": "t", "dice": dice, "asd": 1.0,
+            "dice_per_class": per_class or [dice], "iterations": 10, "train_seconds": 10.0,
+            "train_cpu_seconds": 10.0, "threads": 1, "device": "cpu", "curve": curve,
+            "reported_over_epochs": [1]}
+
+
+JOBS = [{"setting": "ssl", "task": "t", "last_k": 1, "code": {"package": "x", "sources": "y"},
+         "budget": {"iterations": 10, "epochs": 2, "iters_per_epoch": 5, "rampup_epochs": 1, "test_every": 1},
+         "cfg": {"patch_size": [8, 8, 8]}}]
+
+
+def test_report_gives_the_fixed_comparisons_attribution_and_calibration(monkeypatch):
+    seeds = list(range(1000, 1008))
+    rng = np.random.default_rng(0)
+    dice = {"supervised": 60.0, "mean_teacher": 62.0, "ad": 66.0, "full": 80.0, "ad_bn": 66.0}
+    results = [_fake_cell("ssl", m, s, v + (rng.normal(0, 0.5) if m != "ad_bn" else 0.0), [v, 30.0])
+               for m, v in dice.items() for s in seeds]
+    for r in results:                      # ad_bn reads its cell's A&D value: the difference is 0
+        if r["method"] == "ad_bn":
+            r["dice"] = next(x["dice"] for x in results if x["method"] == "ad" and x["seed"] == r["seed"])
+    methods = list(dice)
+    report = acc.summarize(results, JOBS, ["ssl"], methods, seeds, acc.SETTINGS, iters=10, size=16,
+                           base_filters=4, weights={}, phase="calibration")
+    (p,) = report["verdict"]["primary"]
+    assert p["family"] == "A&D vs supervised" and p["n"] == 8 and p["verdict"] == "better"
+    assert p["mean"] == pytest.approx(6.0, abs=1.0)
+    (a,) = report["verdict"]["attribution"]
+    assert (a["a_method"], a["b_method"], a["verdict"]) == ("ad_bn", "ad", "undetermined") and a["p"] == 1.0
+    c = report["calibration"]["ssl"]
+    assert c["ceiling_above_all"] and c["strongest_baseline"] == "mean_teacher"
+    assert c["supervised_std_ok"] and c["unlearnable_classes"] == [2] and c["flat"]
+    md = acc.markdown_report(report)
+    assert "development seeds (calibration)" in md and "## Calibration checks" in md
+    assert "| SSL (LA-like, 10%) | A&D (ours) vs Supervised (labeled only) | 8 |" in md and "**better**" in md
+    # once calibration has fixed the baseline, the confirmatory report compares with it
+    monkeypatch.setitem(acc.CONFIRM_BASELINES, "ssl", "mean_teacher")
+    confirm = acc.summarize(results, JOBS, ["ssl"], methods, seeds, acc.SETTINGS, iters=10, size=16,
+                            base_filters=4, weights={}, phase="confirm")
+    fams = [r["family"] for r in confirm["verdict"]["primary"]]
+    assert fams == ["A&D vs supervised", "A&D vs the strongest baseline of calibration"]
+    assert "calibration" not in confirm
+
+
+def test_phases_keep_development_and_confirmatory_seeds_apart(tmp_path):
+    with pytest.raises(UserError, match="confirmatory seed"):
+        acc.check_phase_seeds("calibration", [3, 1000])
+    with pytest.raises(UserError, match="not evidence"):
+        acc.check_phase_seeds("confirm", [1001])
+    acc.check_phase_seeds("calibration", list(acc.DEV_SEEDS))
+    acc.check_phase_seeds("confirm", list(acc.CONFIRM_SEEDS))
+    assert "full" in acc.default_methods("calibration") and "full" not in acc.default_methods("confirm")
+    assert set(acc.ATTRIBUTION) <= set(acc.default_methods("confirm"))
+    assert cli.main(["bench", "accuracy", "--phase", "confirm", "--seeds", "1003", "--out", str(tmp_path)]) == 2
+
+
+# ---------------------------------------------------------------- planning
+def test_each_seed_is_its_own_data_and_attribution_rows_are_planned_where_they_mean_something(tmp_path):
+    methods = ["supervised", "ad", "ad_full_ramp", "supervised_bn", "ad_bn"]
+    jobs = acc.plan_cells(["ssl", "uda"], methods, [0, 1], tmp_path, 400, 16, 4, "cpu", acc.UNSUP_WEIGHTS, **quiet)
+    by = {(j["setting"], j["method"], j["seed"]): j for j in jobs}
+    assert not any(m == "ad_bn" for _, m, _ in by)               # read off the ad cells, not trained
+    assert ("ssl", "supervised_bn", 0) not in by and ("uda", "supervised_bn", 0) in by
+    data = {j["cfg"]["data_dir"] for j in jobs if j["setting"] == "ssl"}
+    assert len(data) == 2                                         # the data seed is the run's seed
+    a0, a1 = by[("ssl", "supervised", 0)], by[("ssl", "supervised", 1)]
+    assert a0["cfg"]["data_dir"] != a1["cfg"]["data_dir"]
+    ad, ramp = by[("ssl", "ad", 0)], by[("ssl", "ad_full_ramp", 0)]
+    assert ramp["cfg"]["rampup_epochs"] == ramp["budget"]["epochs"] > ad["cfg"]["rampup_epochs"]
+    assert ramp["cfg"]["method"] == "ad" and ramp["key"] != ad["key"]
+    assert ad["cfg"]["checkpoint_levels"] == 0
+
+
+def test_anatomy_varies_from_case_to_case_only_when_asked():
+    spec = named_spec("ssl", seed=3, size=32)
+    varied = dataclasses.replace(spec, variation=1.0)
+    same = make_case(dataclasses.replace(spec, variation=0.0), 0, "train", 0)
+    assert all(np.array_equal(x, y) for x, y in zip(same, make_case(spec, 0, "train", 0)))
+
+    def centres(s):
+        return np.array([ndimage.center_of_mass(make_case(s, 0, "train", k)[1] == 1) for k in range(6)])
+
+    assert centres(varied).std(0).mean() > 1.5 * centres(spec).std(0).mean()
+    for k in range(3):   # every class still present
+        assert set(np.unique(make_case(varied, 0, "train", k)[1])) == {0, 1, 2}
+    with pytest.raises(UserError, match="variation"):
+        dataclasses.replace(spec, variation=2.0).validate()
+
+
+def test_ibssl_smallest_class_is_large_enough_to_learn():
+    s = acc.SETTINGS["ibssl"]
+    spec = dataclasses.replace(named_spec(s.spec, seed=0, size=48, **s.spec_kwargs), variation=s.variation)
+    smallest = [int((make_case(spec, 0, "train", k)[1] == spec.num_classes - 1).sum()) for k in range(4)]
+    assert np.mean(smallest) > 100   # v1's smallest classes held 5-127 voxels and scored 0 for every method
+
+
+# ---------------------------------------------------------------- cells
+def test_batchnorm_recomputation_is_the_plain_average_of_image_passes():
+    from genericssl.config import TaskConfig
+    from genericssl.models.diff_vnet import DiffVNet
+
+    torch.manual_seed(0)
+    cfg = TaskConfig(num_classes=2, base_filters=4, patch_size=(16, 16, 16)).validate()
+    net = DiffVNet(1, cfg.num_classes, cfg.base_filters, 3, has_dropout=True)
+    images = [np.random.default_rng(i).random((1, 20, 20, 20), dtype=np.float32) * (i + 1) for i in range(5)]
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    new = cells.recompute_batchnorm(net, images, (16, 16, 16), seed=0, batch=2, passes=1)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())   # the original is untouched
+    first = next(m for m in new.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+    seen = []
+    hook = first.register_forward_pre_hook(lambda m, a: seen.append(a[0].mean(dim=(0, 2, 3, 4))))
+    again = cells.recompute_batchnorm(new, images, (16, 16, 16), seed=0, batch=2, passes=1)
+    hook.remove()
+    bn = next(m for m in again.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+    # batches of 2 and 3 crops (a last crop alone joins the batch before): the plain average of the batch means
+    assert len(seen) == 2 and torch.allclose(bn.running_mean, torch.stack(seen).mean(0), atol=1e-6)
+    assert not bn.training and bn.momentum is None
+
+
+def test_ad_cells_carry_the_batchnorm_recomputed_row(tmp_path):
+    report = acc.run_benchmark(["ssl"], ["ad", "ad_bn"], [0], tmp_path, **TINY, **quiet)
+    cell = report["cells"]["ssl"]["ad"]["0"]
+    derived = report["cells"]["ssl"]["ad_bn"]["0"]
+    assert "ad_bn" in cell["derived"] and derived["dice"] == cell["derived"]["ad_bn"]["dice"]
+    assert len(derived["curve"]) == len(cell["curve"]) and derived["method"] == "ad_bn"
+    assert "Attribution" in (tmp_path / "results.md").read_text()
+
+
+# ---------------------------------------------------------------- a user's dataset
+def test_bench_accuracy_on_a_prepared_dataset(tmp_path, capsys):
+    data = tmp_path / "mydata"
+    make_synthetic_dataset(data, named_spec("ssl", seed=5, size=16, n_train=8, n_eval=2, n_test=2))
+    out = tmp_path / "out"
+    args = ["bench", "accuracy", "--data", str(data), "--methods", "supervised,ad", "--seeds", "0,1",
+            "--iters", "2", "--base-filters", "4", "--device", "cpu", "--threads", "1", "--out", str(out)]
+    assert cli.main(args) == 0
+    report = json.loads((out / "results.json").read_text())
+    assert report["phase"] == "data" and report["settings"] == ["data"] and report["seeds"] == [0, 1]
+    (row,) = report["verdict"]["primary"]
+    assert (row["a_method"], row["b_method"], row["n"]) == ("ad", "supervised", 2)
+    cell = report["cells"]["data"]["ad"]["0"]
+    assert cell["task"] == "ssl_0.1"
+    md = (out / "results.md").read_text()
+    assert md.startswith("# Accuracy benchmark on") and "A&D (ours) vs Supervised (labeled only)" in md
+    # one dataset for every seed: the training seed varies, the data does not
+    assert not (out / "data").exists()
+    assert report["cells"]["data"]["ad"]["1"]["task"] == cell["task"]
+    capsys.readouterr()
+    assert cli.main(["bench", "accuracy", "--data", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "no task file" in capsys.readouterr().err
