@@ -43,7 +43,10 @@ def add_task_arguments(parser, method: bool = True) -> None:
         if field == "method":
             extra["choices"] = method_names_light()
         extra["metavar"] = {"patch_size": "DxHxW", "method": "NAME"}.get(field, "X" if typ is float else "N")
-        o.add_argument(*flags, dest=field, type=typ, default=None, help=SPECS[field].help, **extra)
+        text = SPECS[field].help
+        if field == "method":  # the NAME metavar hides argparse's list of choices: say them here
+            text = f"training method: {', '.join(extra['choices'])}"
+        o.add_argument(*flags, dest=field, type=typ, default=None, help=text, **extra)
     o.add_argument("--no-amp", dest="amp", action="store_false", default=None,
                    help="disable float16 autocast on CUDA (default: on)")
 
