@@ -6,32 +6,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genericssl.config import TaskConfig, apply_overrides
 from genericssl.methods import get_method, method_names
 from genericssl.methods.cps import cross_pseudo_loss
 from genericssl.methods.mean_teacher import ema_factor, ema_update, softmax_mse
 from genericssl.methods.uamt import (masked_consistency, predictive_entropy, uncertainty_threshold)
 from genericssl.training import Trainer
 from prepared_data import write_spheres
+from tiny_methods import C, batches, tiny_cfg
 
-C = 3
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def tiny_cfg(**kw):
-    base = dict(patch_size=(16, 16, 16), num_classes=C, base_filters=4, batch_size=2, max_epoch=9,
-                rampup_epochs=3, unsup_weight=1.0, num_workers=0, seed=0, patience=100)
-    base.update(kw)
-    return apply_overrides(TaskConfig(), base).validate()
-
-
-def batches(seed=0, b=2):
-    g = torch.Generator().manual_seed(seed)
-    return ({"image": torch.rand(b, 1, 16, 16, 16, generator=g),
-             "label": torch.randint(0, C, (b, 16, 16, 16), generator=g)},
-            {"image": torch.rand(b, 1, 16, 16, 16, generator=g)})
 
 
 def test_registered():

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from . import stats
-from .cells import LABELS, base_method, code_version
+from .cells import LABELS, code_version
 from .settings import (ATTRIBUTION_PAIRS, CALIBRATION_TARGETS, CONFIRM_BASELINES, DEFAULTS, METHODS,
                        SETTINGS)
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ..diffusion import Diffusion
 from ..losses import dice_ce_loss
 from .base import Method, register
-from .difficulty import DifficultyWeights
+from .difficulty import DifficultyWeights, KeepsDifficulty
 
 
 def gaussian_kernel(num_classes: int, spatial_dims: int, sigma: float = 1.0, size: int = 3) -> torch.Tensor:
@@ -28,7 +28,7 @@ def gaussian_kernel(num_classes: int, spatial_dims: int, sigma: float = 1.0, siz
 
 
 @register
-class AD(Method):
+class AD(KeepsDifficulty, Method):
     name = "ad"
     description = "Aggregating & Decoupling (the paper's method)"
 
@@ -94,12 +94,3 @@ class AD(Method):
         logs = {"loss": loss.detach(), "loss_deno": loss_deno.detach(), "loss_diff": loss_diff.detach(),
                 "loss_u": loss_u.detach(), "class_weights": weights.detach()}
         return loss, logs
-
-    def extra_state(self):
-        state = super().extra_state()
-        state["difficulty"] = self.difficulty.state_dict()
-        return state
-
-    def load_extra_state(self, state):
-        super().load_extra_state(state)
-        self.difficulty.load_state_dict(state["difficulty"])

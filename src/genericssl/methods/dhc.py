@@ -102,7 +102,7 @@ from torch import nn
 from ..distributed import batch_sum, global_ratio
 from ..losses import soft_batch_dice
 from .base import Method, register
-from .difficulty import DifficultyWeights
+from .difficulty import DifficultyWeights, KeepsDifficulty
 from .ramps import sigmoid_rampup
 
 
@@ -201,7 +201,7 @@ def normalised_difficulty(weights: torch.Tensor, num_classes: int) -> torch.Tens
 
 # ---------------------------------------------------------------- the method
 @register
-class DHC(Method):
+class DHC(KeepsDifficulty, Method):
     name = "dhc"
     description = ("dual-debiased heterogeneous co-training: two networks cross-supervise, one with "
                    "difficulty-aware, one with distribution-aware class weights (class-imbalanced SSL)")
@@ -252,11 +252,9 @@ class DHC(Method):
     # ---------------------------------------------------------------- state
     def extra_state(self) -> dict:
         state = super().extra_state()
-        state["difficulty"] = self.difficulty.state_dict()
         state["distribution"] = self.distribution.state_dict()
         return state
 
     def load_extra_state(self, state: dict) -> None:
         super().load_extra_state(state)
-        self.difficulty.load_state_dict(state["difficulty"])
         self.distribution.load_state_dict(state["distribution"])

@@ -61,3 +61,17 @@ class DifficultyWeights:
         device = self.last_dice.device
         for k in self._STATE:
             setattr(self, k, state[k].to(device))
+
+
+class KeepsDifficulty:
+    """Mixin for a method holding ``self.difficulty``: the weights' state travels with its
+    checkpoints, so a resumed run continues exactly (list it before ``Method``)."""
+
+    def extra_state(self) -> dict:
+        state = super().extra_state()
+        state["difficulty"] = self.difficulty.state_dict()
+        return state
+
+    def load_extra_state(self, state: dict) -> None:
+        super().load_extra_state(state)
+        self.difficulty.load_state_dict(state["difficulty"])

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from ..losses import dice_ce_loss
 from .base import Method, register
-from .difficulty import DifficultyWeights
+from .difficulty import DifficultyWeights, KeepsDifficulty
 
 
 @register
-class SupervisedDW(Method):
+class SupervisedDW(KeepsDifficulty, Method):
     name = "supervised_dw"
     uses_unlabeled = False
     description = "ablation: labeled data only, DiceCE weighted by A&D's difficulty-aware class weights"
@@ -31,12 +31,3 @@ class SupervisedDW(Method):
         weights = self.difficulty.update(logits.detach(), y_l)
         loss = dice_ce_loss(logits, y_l, weight=weights)
         return loss, {"loss": loss.detach(), "class_weights": weights.detach().clone()}
-
-    def extra_state(self):
-        state = super().extra_state()
-        state["difficulty"] = self.difficulty.state_dict()
-        return state
-
-    def load_extra_state(self, state):
-        super().load_extra_state(state)
-        self.difficulty.load_state_dict(state["difficulty"])
