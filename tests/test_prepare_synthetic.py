@@ -76,3 +76,16 @@ def test_bad_arguments_are_clear_errors(tmp_path, capsys):
     assert code == 2 and str(tmp_path / "mine") in text and "not empty" in text
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     assert set(setting_names()) >= {"demo", "ssl", "ibssl", "uda", "semidg"}
+
+
+
+def test_a_benchmark_setting_prepares_the_data_its_cells_train_on(tmp_path, capsys):
+    from genericssl.bench.cells import prepare_setting
+    from genericssl.bench.settings import SETTINGS
+
+    assert SETTINGS["ssl"].variation > 0   # the anatomy varies from case to case in both
+    assert _prepare(capsys, tmp_path / "p", "--setting", "ssl", "--size", SIZE, "--seed", 2)[0] == 0
+    prepare_setting(SETTINGS["ssl"], tmp_path / "bench", SIZE, 2, log=lambda m: None)
+    bench = next((tmp_path / "bench" / "data").glob("ssl-s2-*")) / "npy"
+    for case in ("A_train_000_image.npy", "A_train_005_label.npy", "A_test_001_image.npy"):
+        assert np.array_equal(np.load(tmp_path / "p" / "npy" / case), np.load(bench / case))

@@ -144,10 +144,9 @@ def prepare_setting(setting: BenchSetting, out: Path, size: int, data_seed: int,
     generator's summary. A user's dataset (``setting.task_file``) is read, not generated."""
     if setting.task_file:
         return user_data_summary(setting.task_file)
-    from ..data.synthetic import make_synthetic_dataset, named_spec
+    from ..data.synthetic import make_synthetic_dataset
 
-    spec = named_spec(setting.spec, seed=data_seed, size=size, **setting.spec_kwargs)
-    spec = dataclasses.replace(spec, variation=setting.variation)
+    spec = setting.make_spec(data_seed, size)
     gen_src = (PACKAGE_DIR / "data" / "synthetic.py").read_bytes()
     key = _hash_json({"spec": dataclasses.asdict(spec), "generator": _sha(gen_src)})
     data_dir = out / "data" / f"{setting.name}-s{data_seed}-{key[:10]}"

@@ -275,11 +275,13 @@ def markdown_report(report: dict, table=None) -> str:
     what = {"calibration": "development seeds (calibration): design choices were made on these; not evidence",
             "confirm": "confirmatory seeds, unseen during calibration; each seed is the run's data seed and "
                        "training seed"}.get(phase, "training seeds")
+    filters = (f"{run['base_filters']} base filters" if run["base_filters"] else
+               f"{DEFAULTS['base_filters']} base filters (a user's task: its own)")
     out += [f"- command: `{report['command'] or 'genericssl bench accuracy'}`",
             f"- seeds: {seeds} ({what}); code {report['code']['package']} / {report['code']['sources']}",
            f"- every method of a setting: the same iterations, batch {run['batch_size']} labeled + "
            f"{run['batch_size']} unlabeled, lr {run['lr']}, ramp-up over the first third of the epochs; "
-           f"{run['base_filters']} base filters, {run['size']}^3 volumes",
+           f"{filters}, {run['size']}^3 volumes",
            f"- Dice: mean of the last {run['last_k']} test evaluations of each run (sliding window), then mean "
            f"± population std over seeds; best semi-supervised method in bold"]
     missing = report.get("missing_cells") or []

@@ -105,6 +105,11 @@ class SyntheticSpec:
     intensity: dict = field(default_factory=lambda: {"clip": None, "percentile": None})
     seed: int = 0
     variation: float = 0.0
+    # How far a structure's centre may sit from the body's centre, as a fraction of the
+    # axis, less the structure's radius. At 0.40 the small structures, which get the most
+    # room and are placed last, can end up against the body's rim, half cut off and
+    # bordering the air.
+    spread: float = 0.40
 
     def validate(self) -> "SyntheticSpec":
         if self.setting not in SETTINGS:
@@ -129,6 +134,8 @@ class SyntheticSpec:
             raise UserError("the uda setting needs a source and a target domain")
         if self.setting == "semidg" and len(names) < 2:
             raise UserError("the semidg setting needs at least two domains")
+        if not 0.0 < float(self.spread) <= 0.5:
+            raise UserError(f"spread must be in (0, 0.5], got {self.spread}")
         if not 0.0 <= float(self.variation) <= 1.0:
             raise UserError(f"variation must be in 0..1, got {self.variation}")
         if self.patch_size is not None and len(self.patch_size) != len(self.shape):
@@ -181,7 +188,7 @@ def _anatomy(spec: SyntheticSpec) -> list[_Structure]:
     for r in spec.sizes():
         radii = r * rng.uniform(0.75, 1.25, ndim)
         rotation = _random_rotation(rng, ndim)
-        room = np.maximum(0.40 - radii.max(), 0.02)
+        room = np.maximum(spec.spread - radii.max(), 0.02)
         best, best_score = None, -np.inf
         for _ in range(200):
             c = 0.5 + rng.uniform(-room, room, ndim)
@@ -520,14 +527,17 @@ def ssl_spec(labeled: float = 0.1, seed: int = 0, size: int = 48, spatial_dims: 
 
 def ibssl_spec(labeled: float = 0.2, seed: int = 0, size: int = 48, spatial_dims: int = 3,
                num_classes: int = 8, n_train: int = 30, n_eval: int = 4, n_test: int = 8,
-               largest: float = 0.24, smallest: float = 0.045) -> SyntheticSpec:
+               largest: float = 0.24, smallest: float = 0.045,
+               class_means: Sequence[float] | None = None) -> SyntheticSpec:
     """Class-imbalanced SSL (Synapse-like): many classes of very different sizes,
     down to a few voxels across; intensity levels repeat across classes and some
-    carry fine texture, so size, place and texture must tell them apart."""
+    carry fine texture, so size, place and texture must tell them apart.
+    ``class_means``: tissue, then each foreground class (None: the default palette)."""
     k = num_classes - 1
     sizes = tuple(float(s) for s in np.geomspace(largest, smallest, k))
     textures = [0.0] + [0.08 if c % 3 == 2 else 0.0 for c in range(k)]
-    domain = DomainProfile("A", class_texture=textures, noise=0.03)
+    domain = DomainProfile("A", class_texture=textures, noise=0.03,
+                           class_means=None if class_means is None else [float(m) for m in class_means])
     return SyntheticSpec(name=f"ibssl_{labeled:g}", setting="ssl", shape=_cube(size, spatial_dims),
                          num_classes=num_classes, structure_sizes=sizes, domains=[domain],
                          counts=_counts("A", n_train, n_eval, n_test), labeled=labeled, seed=seed,

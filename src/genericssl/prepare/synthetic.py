@@ -30,7 +30,8 @@ def setting_names() -> list[str]:
 
 
 def spec_for(setting: str, seed: int, size: int):
-    """The generator's spec of ``setting``: the demo's, or a benchmark setting's."""
+    """The generator's spec of ``setting``: the demo's, or a benchmark setting's (with its
+    case-to-case anatomy variation and spread: the data `bench accuracy` trains on)."""
     from ..bench.settings import SETTINGS
     from ..data.synthetic import named_spec
 
@@ -39,7 +40,7 @@ def spec_for(setting: str, seed: int, size: int):
     if setting not in SETTINGS:
         raise UserError(f"unknown synthetic setting {setting!r}; choose from {', '.join(setting_names())}")
     bench = SETTINGS[setting]
-    return named_spec(bench.spec, seed=seed, size=size, **bench.spec_kwargs)
+    return bench.make_spec(seed, size)
 
 
 def training_fields(setting: str, task: dict, splits: dict, seed: int) -> dict:
