@@ -131,6 +131,26 @@ def test_each_seed_is_its_own_data_and_attribution_rows_are_planned_where_they_m
     assert ad["cfg"]["checkpoint_levels"] == 0
 
 
+
+def test_supervised_spread_is_measured_within_each_held_out_domain():
+    from genericssl.bench.report import calibration
+
+    def report_for(seeds):
+        results = []
+        for s in seeds:   # domain A scores ~50, domain B ~70: a domain gap, not seed noise
+            for m, base in (("supervised", 50.0), ("full", 90.0)):
+                r = _fake_cell("semidg", m, s, base + 20.0 * (s % 2) + 0.5 * (s % 4 >= 2))
+                r["task"] = "AB"[s % 2]
+                results.append(r)
+        return acc.summarize(results, JOBS, ["semidg"], ["supervised", "full"], seeds, acc.SETTINGS, iters=10,
+                             size=16, base_filters=4, weights={}, phase="calibration")
+
+    c = calibration(report_for([1000, 1001, 1002, 1003]))["semidg"]
+    assert c["supervised_std"] == pytest.approx(0.25) and c["supervised_std_groups"] == 2 and c["supervised_std_ok"]
+    c = calibration(report_for([1000, 1001]))["semidg"]     # one seed per domain: nothing to measure yet
+    assert c["supervised_std"] is None and not c["supervised_std_ok"]
+
+
 def test_anatomy_varies_from_case_to_case_only_when_asked():
     spec = named_spec("ssl", seed=3, size=32)
     varied = dataclasses.replace(spec, variation=1.0)
