@@ -38,6 +38,9 @@ def test_results_structure(first_run):
         assert cell["iterations"] == 2 and cell["train_seconds"] > 0 and cell["wall_seconds"] > 0
         assert len(cell["dice_per_class"]) == len(cell["asd_per_class"]) == 2
         assert cell["curve"] and cell["curve"][-1]["iteration"] == 2
+        # one score per test case, whose mean is the run's Dice (classes and cases average either way)
+        assert len(cell["dice_per_case"]) == 20
+        assert np.mean(cell["dice_per_case"]) == pytest.approx(cell["dice"])
         assert (out / "cells" / "ssl" / m / "seed0.json").is_file()
     assert saved["summary"]["ssl"]["supervised"]["time_vs_supervised"] == pytest.approx(1.0)
     assert saved["budget"]["ssl"]["ssl_0.1"]["iterations"] == 2
@@ -88,7 +91,7 @@ def test_other_code_version_is_rerun_not_mixed(first_run, monkeypatch):
 
 
 def test_interrupted_cell_resumes(tmp_path, monkeypatch):
-    # 36 iterations = two epochs of the tiny ssl task; die after epoch 0's checkpoint.
+    # 72 iterations = two epochs of the tiny ssl task (72 unlabeled cases, batch 2); die after epoch 0's checkpoint.
     real = Trainer._write_logs
     state = {"raised": False}
 
@@ -99,13 +102,13 @@ def test_interrupted_cell_resumes(tmp_path, monkeypatch):
         real(self, record)
 
     monkeypatch.setattr(Trainer, "_write_logs", dying)
-    kw = {**TINY, "iters": 36}
+    kw = {**TINY, "iters": 72}
     with pytest.raises(KeyboardInterrupt):
         acc.run_benchmark(["ssl"], ["supervised"], [0], tmp_path, log=lambda s: None, **kw)
     assert not (tmp_path / "cells" / "ssl" / "supervised" / "seed0.json").exists()
     report = acc.run_benchmark(["ssl"], ["supervised"], [0], tmp_path, log=lambda s: None, **kw)
     cell = report["cells"]["ssl"]["supervised"]["0"]
-    assert cell["resumed"] and cell["epochs"] == 2 and cell["iterations"] == 36
+    assert cell["resumed"] and cell["epochs"] == 2 and cell["iterations"] == 72
 
 
 def test_budget_is_shared_and_ramps_over_a_third():
@@ -215,14 +218,16 @@ def test_a_setting_reaches_its_own_cells_keys_and_no_others(tmp_path):
     assert heavier[("ssl", "ad")] != base[("ssl", "ad")]
 
 
-def test_the_5_percent_ssl_setting_labels_2_of_40_cases(tmp_path):
-    job = acc.plan_cells(["ssl5"], ["supervised"], [0], tmp_path, 2, 16, 4, "cpu", acc.UNSUP_WEIGHTS,
-                         log=lambda *_: None)[0]
-    splits = tmp_path / "data"
-    split_dir = next(splits.iterdir()) / "split_txts"
-    assert len((split_dir / "labeled.txt").read_text().split()) == 2
-    assert len((split_dir / "unlabeled.txt").read_text().split()) == 38
-    assert job["task"] == "ssl_0.05"
+def test_the_ssl_settings_have_the_la_counts(tmp_path):
+    """LA's 80 training and 20 test volumes, 4 (5 %) or 8 (10 %) of them labeled (calibration round 8)."""
+    jobs = acc.plan_cells(["ssl5", "ssl"], ["supervised"], [0], tmp_path, 2, 16, 4, "cpu", acc.UNSUP_WEIGHTS,
+                          log=lambda *_: None)
+    for job, (n_l, n_u) in zip(jobs, ((4, 76), (8, 72))):
+        split_dir = tmp_path / "data" / job["cfg"]["data_dir"].rsplit("/", 1)[-1] / "split_txts"
+        assert len((split_dir / "labeled.txt").read_text().split()) == n_l
+        assert len((split_dir / "unlabeled.txt").read_text().split()) == n_u
+        assert len((split_dir / "test.txt").read_text().split()) == 20
+    assert [j["task"] for j in jobs] == ["ssl_0.05", "ssl_0.1"]
 
 
 def test_eta_scales_the_measured_pace_by_the_cost_of_what_is_left():

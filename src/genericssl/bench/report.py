@@ -142,6 +142,15 @@ def _seed_spread(by_seed: dict) -> tuple[float | None, int]:
     return (max(stds) if stds else None), len(stds)
 
 
+def _test_sampling_sd(by_seed: dict) -> float | None:
+    """The part of a seed-to-seed std that the test set's size alone explains: the standard error
+    of one run's mean test Dice over its cases (sd of the per-case Dice / sqrt(cases)), as a
+    root mean square over the runs. None for cells written before per-case scores were kept."""
+    var = [float(np.var(r["dice_per_case"], ddof=1)) / len(r["dice_per_case"])
+           for r in by_seed.values() if len(r.get("dice_per_case") or []) >= 2]
+    return float(np.sqrt(np.mean(var))) if var else None
+
+
 def calibration(report: dict) -> dict:
     """What calibration checks per setting (``CALIBRATION_TARGETS``): the ceiling above every
     method, supervised training's seed spread, flat curves, learnable classes; and the
@@ -170,6 +179,7 @@ def calibration(report: dict) -> dict:
             "ceiling": means.get("full"), "best_other": max(others.values(), default=None),
             "ceiling_above_all": ("full" in means and bool(others) and means["full"] > max(others.values())),
             "supervised_std": sup_std, "supervised_std_groups": groups,
+            "supervised_test_sd": _test_sampling_sd(report["cells"].get(s, {}).get("supervised", {})),
             "supervised_std_ok": sup_std is not None and sup_std <= t["supervised_std"],
             "late_gain": late, "flat": all(abs(v) <= t["late_gain"] for v in late.values()) if late else None,
             "unlearnable_classes": [i + 1 for i, v in enumerate(full_classes) if v < t["class_dice"]],
@@ -222,14 +232,18 @@ def _verdict_lines(report: dict) -> list[str]:
                 "(population std over seeds; where seeds hold out different domains, within each held-out "
                 "domain, the largest; — until some domain has 2 seeds); "
                 f"flat curves (last tests' mean within {t['late_gain']} points of the test before); every "
-                f"class above {t['class_dice']} Dice for the ceiling.", "",
-                "| Setting | ceiling | best other | ceiling above all | supervised std | largest late gain "
-                "| classes under target (ceiling) | strongest baseline |", "|---|---|---|---|---|---|---|---|"]
+                f"class above {t['class_dice']} Dice for the ceiling. \"test sampling\": the standard error of "
+                "one run's mean over its test cases, the part of the std that the test set's size alone "
+                "explains.", "",
+                "| Setting | ceiling | best other | ceiling above all | supervised std | of it, test sampling "
+                "| largest late gain | classes under target (ceiling) | strongest baseline |",
+                "|---|---|---|---|---|---|---|---|---|"]
         for s, c in report.get("calibration", {}).items():
             late = max(c["late_gain"].items(), key=lambda kv: abs(kv[1]), default=None)
             fmt = (lambda x: "—" if x is None else f"{x:.2f}")
             out.append(f"| {report['columns'][s]} | {fmt(c['ceiling'])} | {fmt(c['best_other'])} | "
                        f"{'yes' if c['ceiling_above_all'] else 'no'} | {fmt(c['supervised_std'])} | "
+                       f"{fmt(c.get('supervised_test_sd'))} | "
                        f"{'—' if late is None else f'{late[1]:+.2f} ({LABELS.get(late[0], late[0])})'} | "
                        f"{', '.join(f'C{k}' for k in c['unlearnable_classes']) or 'none'} | "
                        f"{LABELS.get(c['strongest_baseline'], c['strongest_baseline'] or '—')} |")

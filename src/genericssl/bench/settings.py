@@ -51,25 +51,32 @@ class BenchSetting:
 
 
 SETTINGS: dict[str, BenchSetting] = {
-    # The paper's LA table has a 5 % and a 10 % column; with 40 training cases 5 %
-    # is 2 labeled volumes, one labeled batch.
+    # The paper's LA table has a 5 % and a 10 % column, of LA's 80 training and 20 test
+    # volumes: 4 and 8 labeled, as here. Calibration round 8 (docs/benchmark.md) took these
+    # counts over the generator's 40 / 10, under which 5 % was 2 labeled cases and supervised
+    # training's seed spread 9.2 Dice (round 7).
     "ssl5": BenchSetting(
-        "ssl5", "ssl", {"labeled": 0.05}, "SSL (LA-like, 5%)",
-        "one domain, 2 foreground classes, 2 of 40 training cases labeled"),
+        "ssl5", "ssl", {"labeled": 0.05, "n_train": 80, "n_test": 20}, "SSL (LA-like, 5%)",
+        "one domain, 2 foreground classes, 4 of 80 training cases labeled"),
     "ssl": BenchSetting(
-        "ssl", "ssl", {"labeled": 0.1}, "SSL (LA-like, 10%)",
-        "one domain, 2 foreground classes, 4 of 40 training cases labeled"),
+        "ssl", "ssl", {"labeled": 0.1, "n_train": 80, "n_test": 20}, "SSL (LA-like, 10%)",
+        "one domain, 2 foreground classes, 8 of 80 training cases labeled"),
     # v1's 7 foreground classes (24 % down to 4.5 % of the edge): every method, the fully
     # supervised ceiling included, scored 0 on the three smallest. Calibration round 2
     # (docs/benchmark.md): with 24 % down to 8 % the ceiling still scored 0 on the four
     # smallest, at 1000 and at 3000 iterations; the 8-filter network does not separate 7
-    # classes at this budget. Now 4 foreground classes from 24 % to 12 % (an 8x volume ratio).
+    # classes at this budget. Then 4 foreground classes from 24 % to 12 % (an 8x volume ratio);
+    # round 7: the ceiling's smallest class averaged 47.6 over 3 seeds and the ceiling fell below
+    # supervised training on one, so round 8 raised the smallest to 15 % (a 4x volume ratio).
+    # Test sets (here, UDA and SSL) doubled in round 8: a run's mean over 6-10 test cases carried
+    # a sampling error of its own into the seed spread.
     "ibssl": BenchSetting(
-        "ibssl", "ibssl", {"labeled": 0.2, "num_classes": 5, "smallest": 0.12}, "IBSSL (Synapse-like, 20%)",
-        "4 foreground classes from 24% to 12% of the volume edge, repeated intensity levels, "
+        "ibssl", "ibssl", {"labeled": 0.2, "num_classes": 5, "smallest": 0.15, "n_test": 16},
+        "IBSSL (Synapse-like, 20%)",
+        "4 foreground classes from 24% to 15% of the volume edge, repeated intensity levels, "
         "6 of 30 training cases labeled"),
     "uda": BenchSetting(
-        "uda", "uda", {}, "UDA (MMWHS-like)",
+        "uda", "uda", {"n_test": 12}, "UDA (MMWHS-like)",
         "labeled CT-like source, unlabeled MR-like target (non-monotone intensity map: one class "
         "turns from dark to bright; stronger bias, noise, blur), tested on the target"),
     "semidg": BenchSetting(
