@@ -71,11 +71,9 @@ JOBS = [{"setting": "ssl", "task": "t", "last_k": 1, "code": {"package": "x", "s
 
 
 def report_calibration(results, seeds, setting="ssl"):
-    from genericssl.bench.report import calibration
-
     methods = sorted({r["method"] for r in results})
-    return calibration(acc.summarize(results, JOBS, [setting], methods, seeds, acc.SETTINGS, iters=10, size=16,
-                                     base_filters=4, weights={}, phase="calibration"))[setting]
+    return acc.summarize(results, JOBS, [setting], methods, seeds, acc.SETTINGS, iters=10, size=16,
+                         base_filters=4, weights={}, phase="calibration")["calibration"][setting]
 
 
 def test_report_gives_the_fixed_comparisons_attribution_and_calibration(monkeypatch):
@@ -99,7 +97,7 @@ def test_report_gives_the_fixed_comparisons_attribution_and_calibration(monkeypa
     assert c["ceiling_above_all"] and c["strongest_baseline"] == "mean_teacher"
     assert c["supervised_std_ok"] and c["unlearnable_classes"] == [2] and c["flat"]
     assert c["supervised_test_sd"] is None                 # no per-case scores in these cells
-    for r in results:                      # 4 test cases, per-case sd 10: a run's mean carries an error of 5
+    for r in results:                      # 4 test cases, per-case sd 11.5 (ddof 1): a run's mean carries 5.8
         r["dice_per_case"] = [r["dice"] + d for d in (-10.0, 10.0, -10.0, 10.0)]
     assert report_calibration(results, seeds)["supervised_test_sd"] == pytest.approx(np.std([-10, 10] * 2, ddof=1) / 2)
     md = acc.markdown_report(report)
