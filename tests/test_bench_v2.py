@@ -76,6 +76,29 @@ def report_calibration(results, seeds, setting="ssl"):
                          base_filters=4, weights={}, phase="calibration")["calibration"][setting]
 
 
+def test_calibration_reports_how_much_a_runs_last_tests_disagree():
+    """The wobble: the population std of the last k tests of one run, averaged over seeds; a
+    method whose score moves by points between neighbouring late epochs shows it, a steady one not."""
+    seeds = [1000, 1001]
+    tails = {"supervised": {1000: [90.0, 90.0, 90.0], 1001: [88.0, 88.0, 88.0]},
+             "ad": {1000: [74.0, 84.0, 87.0], 1001: [83.0, 86.0, 83.0]}}
+    results = []
+    for m, by_seed in tails.items():
+        for seed, tail in by_seed.items():
+            r = _fake_cell("ssl", m, seed, float(np.mean(tail)))
+            r["curve"] = [{"train_seconds": 1.0 + i, "train_cpu_seconds": 1.0 + i, "dice": d}
+                          for i, d in enumerate([80.0, *tail])]
+            r["reported_over_epochs"] = [7, 8, 9]
+            results.append(r)
+    c = report_calibration(results, seeds)
+    assert c["wobble"]["supervised"] == 0.0
+    assert c["wobble"]["ad"] == pytest.approx((np.std([74, 84, 87]) + np.std([83, 86, 83])) / 2)
+    report = acc.summarize(results, JOBS, ["ssl"], ["supervised", "ad"], seeds, acc.SETTINGS, iters=10,
+                           size=16, base_filters=4, weights={}, phase="calibration")
+    md = acc.markdown_report(report)
+    assert f"| SSL (LA-like, 10%) | 0.00 | {c['wobble']['ad']:.2f} |" in md
+
+
 def test_report_gives_the_fixed_comparisons_attribution_and_calibration(monkeypatch):
     seeds = list(range(1000, 1008))
     rng = np.random.default_rng(0)
