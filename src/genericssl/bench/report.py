@@ -177,7 +177,7 @@ def calibration(report: dict) -> dict:
             # How far one run's reported tests, a few epochs apart at a small learning rate, disagree:
             # a trained network's test score should barely move there. Calibration round 9 found A&D's
             # moving with a std of 1.5-5.5 points per run with its running BatchNorm statistics and of
-            # 0.6-1.1 with them recomputed (docs/benchmark.md): noise of the test model, not of the seed.
+            # 0.6-1.7 with them recomputed (docs/benchmark.md): noise of the test model, not of the seed.
             if spreads:
                 wobble[m] = float(np.mean(spreads))
         full_classes = summ["full"]["dice_per_class_mean"] if "full" in summ else []
