@@ -168,10 +168,11 @@ def calibration(report: dict) -> dict:
             for r in by_seed.values():
                 c = r["curve"]
                 k = len(r.get("reported_over_epochs", [])) or 1
+                tail = [p["dice"] for p in c[-k:]]
                 if len(c) > k:
-                    gains.append(float(np.mean([p["dice"] for p in c[-k:]]) - c[-k - 1]["dice"]))
+                    gains.append(float(np.mean(tail)) - c[-k - 1]["dice"])
                 if k > 1 and len(c) >= k:
-                    spreads.append(float(np.std([p["dice"] for p in c[-k:]])))
+                    spreads.append(float(np.std(tail)))
             if gains:
                 late[m] = float(np.mean(gains))
             # How far one run's reported tests, a few epochs apart at a small learning rate, disagree:
@@ -256,7 +257,7 @@ def _verdict_lines(report: dict) -> list[str]:
                        f"{', '.join(f'C{k}' for k in c['unlearnable_classes']) or 'none'} | "
                        f"{LABELS.get(c['strongest_baseline'], c['strongest_baseline'] or '—')} |")
         cal = report.get("calibration", {})
-        shown = [m for m in dict.fromkeys(m for c in cal.values() for m in c.get("wobble", {}))]
+        shown = list(dict.fromkeys(m for c in cal.values() for m in c.get("wobble", {})))
         if shown:
             out += ["", "Wobble: the population std of each run's reported test evaluations (the last few, "
                         "some epochs apart near the end of training), averaged "
