@@ -260,11 +260,18 @@ def test_batchnorm_recomputation_is_the_plain_average_of_image_passes():
 
 
 def test_ad_cells_carry_the_batchnorm_recomputed_row(tmp_path):
-    report = acc.run_benchmark(["ssl"], ["ad", "ad_bn"], [0], tmp_path, **TINY, **quiet)
-    cell = report["cells"]["ssl"]["ad"]["0"]
-    derived = report["cells"]["ssl"]["ad_bn"]["0"]
-    assert "ad_bn" in cell["derived"] and derived["dice"] == cell["derived"]["ad_bn"]["dice"]
-    assert len(derived["curve"]) == len(cell["curve"]) and derived["method"] == "ad_bn"
+    # Asked for by name (ad_bn) or not (ad_psi_bn): a row read off a cell comes with it.
+    report = acc.run_benchmark(["ssl"], ["ad", "ad_bn", "ad_psi"], [0], tmp_path, **TINY, **quiet)
+    assert report["methods"] == ["ad", "ad_bn", "ad_psi", "ad_psi_bn"]
+    for source in ("ad", "ad_psi"):
+        cell = report["cells"]["ssl"][source]["0"]
+        derived = report["cells"]["ssl"][f"{source}_bn"]["0"]
+        assert set(cell["derived"]) == {f"{source}_bn"} and derived["dice"] == cell["derived"][f"{source}_bn"]["dice"]
+        assert len(derived["curve"]) == len(cell["curve"]) and derived["method"] == f"{source}_bn"
+        # the recomputed statistics are another test model: its curve is not the cell's own
+        assert [c["dice_per_case"] for c in derived["curve"]] != [c["dice_per_case"] for c in cell["curve"]]
+    families = {a["family"] for a in report["verdict"]["attribution"]}
+    assert {"ad_bn vs ad", "ad_psi vs ad", "ad_psi_bn vs ad_bn"} <= families
     assert "Attribution" in (tmp_path / "results.md").read_text()
 
 

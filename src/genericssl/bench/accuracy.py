@@ -288,6 +288,9 @@ def run_benchmark(settings, methods, seeds, out, iters=DEFAULTS["iters"], size=D
     if size < 16:
         raise UserError(f"--size must be at least 16 (the V-Net downsamples 4 times), got {size}")
     weights = dict(UNSUP_WEIGHTS) if weights is None else weights
+    # Rows read off a method's cells cost nothing: they come with it, right after it.
+    methods = list(dict.fromkeys(m for src in methods
+                                 for m in (src, *(d for d, s in DERIVED.items() if s == src))))
     device = str(resolve_device(device))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

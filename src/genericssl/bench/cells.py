@@ -38,7 +38,10 @@ VARIANTS = {"ad_eval_sampler": ("ad", {"sampler_eval_mode": True}),
             "ad_full_ramp": ("ad", {"rampup_fraction": 1.0})}
 VARIANT_LABELS = {"ad_eval_sampler": "A&D, eval-mode sampler"}
 # Rows read off another method's cells (no training of their own): name -> that method.
-DERIVED = {"ad_bn": "ad"}
+# Every cell whose test model is A&D's D_theta is tested a second time with its BatchNorm
+# statistics recomputed, so that the ramp and pseudo-label attribution rows can be compared
+# without the running statistics' test-to-test wobble (docs/benchmark.md, round 9).
+DERIVED = {"ad_bn": "ad", "ad_full_ramp_bn": "ad_full_ramp", "ad_psi_bn": "ad_psi"}
 ALL_METHODS = (METHODS[:-1] + tuple(VARIANTS) + tuple(m for m in ATTRIBUTION if m not in VARIANTS)
                + METHODS[-1:])  # the reference row stays last
 LABELS = {**METHOD_LABELS, **VARIANT_LABELS, **ATTRIBUTION_LABELS}
@@ -400,7 +403,7 @@ def run_cell(job: dict) -> dict:
     from ..training import Trainer
 
     bn_images = None
-    if job["method"] == "ad":  # the ad_bn row: the same cell's predictor with recomputed statistics
+    if job["method"] in DERIVED.values():  # its *_bn row: the same predictor with recomputed statistics
         train_ids = read_split(cfg.data_dir, cfg.splits["labeled"]) + read_split(cfg.data_dir, cfg.splits["unlabeled"])
         bn_images = [item["image"].numpy() for item in EvalDataset(cfg.data_dir, train_ids, cfg, crop=False,
                                                                    need_label=False)]
@@ -434,7 +437,7 @@ def run_cell(job: dict) -> dict:
     bn_curve = [r["test_bn"] for r in trainer.history if "test_bn" in r]
     if bn_curve:
         tail_bn = bn_curve[-job["last_k"]:]
-        result["derived"] = {"ad_bn": {
+        result["derived"] = {f"{job['method']}_bn": {
             "dice": float(np.mean([c["dice_per_class"] for c in tail_bn], axis=0).mean()),
             "dice_per_class": np.mean([c["dice_per_class"] for c in tail_bn], axis=0).tolist(),
             "asd": float(np.mean([c["asd_per_class"] for c in tail_bn], axis=0).mean()),

@@ -93,15 +93,18 @@ METHOD_LABELS = {"supervised": "Supervised (labeled only)", "mean_teacher": "Mea
                  "full": "Fully supervised (all labeled)"}
 # Attribution rows: what part of A&D's result (or of any semi-supervised gain) comes from
 # where. Methods of their own (methods/supervised_dw.py, supervised_bn.py, ad_psi.py), a
-# budget variant (bench/cells.py VARIANTS) and ad_bn, read off every A&D cell at no
-# training cost (its predictor tested once more with BatchNorm statistics recomputed).
-ATTRIBUTION = ("supervised_dw", "supervised_bn", "ad_psi", "ad_full_ramp", "ad_bn")
+# budget variant (bench/cells.py VARIANTS) and the *_bn rows, read off every cell of A&D and
+# of those two of its rows at no training cost (the predictor tested once more with its
+# BatchNorm statistics recomputed).
+ATTRIBUTION = ("supervised_dw", "supervised_bn", "ad_psi", "ad_full_ramp", "ad_bn", "ad_full_ramp_bn", "ad_psi_bn")
 ATTRIBUTION_LABELS = {
     "supervised_dw": "Supervised + difficulty-weighted DiceCE",
     "supervised_bn": "Supervised, unlabeled images in the BatchNorm batches",
     "ad_psi": "A&D, pseudo labels from D_psi alone (no diffusion)",
     "ad_full_ramp": "A&D, ramp-up over the whole run (the paper's)",
     "ad_bn": "A&D, BatchNorm statistics recomputed after training",
+    "ad_full_ramp_bn": "A&D, whole-run ramp-up, statistics recomputed",
+    "ad_psi_bn": "A&D, D_psi pseudo labels, statistics recomputed",
 }
 # Rows that only mean something in some settings (BatchNorm seeing another domain's images).
 ONLY_IN = {"supervised_bn": ("uda", "semidg")}
@@ -121,7 +124,9 @@ CONFIRM_BASELINES: dict[str, str] = {}
 # Each attribution row against the row it changes one thing of (paired, same statistics,
 # reported apart from the two comparisons above).
 ATTRIBUTION_PAIRS = {"supervised_dw": "supervised", "supervised_bn": "supervised", "ad_psi": "ad",
-                     "ad_full_ramp": "ad", "ad_bn": "ad"}
+                     "ad_full_ramp": "ad", "ad_bn": "ad",
+                     # the same two changes without the running statistics' wobble
+                     "ad_full_ramp_bn": "ad_bn", "ad_psi_bn": "ad_bn"}
 # Calibration's targets (issue 15): the ceiling above every method, supervised training's
 # seed-to-seed population std at most this, curves flat at the end (the last tests' mean
 # within this many points of the test before them), every class learnable by the ceiling.
