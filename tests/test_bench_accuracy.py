@@ -241,6 +241,18 @@ def test_eta_scales_the_measured_pace_by_the_cost_of_what_is_left():
     assert eta.done("c", 1.0) == ""
 
 
+def test_a_folder_with_finished_cells_says_what_the_rest_will_take():
+    pending = [{"method": "ad"}, {"method": "ad_full_ramp"}, {"method": "supervised"}]
+    assert acc.cost_estimate(pending, [], jobs=2) == ""                       # no pace yet
+    assert acc.cost_estimate([], [{"method": "ad", "wall_seconds": 5.0}], jobs=2) == ""
+    finished = [{"method": "supervised", "wall_seconds": 300.0}, {"method": "full", "wall_seconds": 400.0},
+                {"method": "mean_teacher", "wall_seconds": 700.0},           # 350 s per unit
+                {"method": "ad", "wall_seconds": 60.0, "resumed": True}]     # only its last part: no pace
+    # median pace 350 s per unit, 12.8 units pending: 4480 s, 1.2 cell-hours, 0.6 h on 2 workers
+    text = acc.cost_estimate(pending, finished, jobs=2)
+    assert text.startswith("at the pace of the 3 finished cells here") and "about 1.2 cell-hours, 0.6 h" in text
+
+
 def _fake_cell(setting, method, seed, dice):
     return {"setting": setting, "method": method, "seed": seed, "task": "t", "dice": dice, "asd": 1.0,
             "dice_per_class": [dice], "iterations": 10, "train_seconds": 10.0, "train_cpu_seconds": 10.0,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import statistics
 import sys
 from pathlib import Path
 
@@ -162,6 +163,18 @@ class _Eta:
             return ""
         eta = self.seconds / self.units * sum(self.left.values()) / self.jobs
         return f"about {eta / 3600:.1f} h left" if eta >= 5400 else f"about {eta / 60:.0f} min left"
+
+def cost_estimate(pending: list[dict], finished: list[dict], jobs: int) -> str:
+    """What the pending cells will take, at the pace of the cells already finished in this
+    folder (median wall seconds per unit of ``relative_cost``; resumed cells give no pace):
+    "" when nothing is pending or nothing has finished yet."""
+    paces = [r["wall_seconds"] / relative_cost(r["method"]) for r in finished if not r.get("resumed")]
+    if not pending or not paces:
+        return ""
+    seconds = statistics.median(paces) * sum(relative_cost(j["method"]) for j in pending)
+    return (f"at the pace of the {len(paces)} finished cells here, about {seconds / 3600:.1f} cell-hours, "
+            f"{seconds / 3600 / jobs:.1f} h with {jobs} at a time")
+
 
 def plan_cells(settings, methods, seeds, out: Path, iters: int, size: int, base_filters: int, device: str,
                weights: dict, log=print, table=None, defaults=None) -> list[dict]:
@@ -316,8 +329,9 @@ def run_benchmark(settings, methods, seeds, out, iters=DEFAULTS["iters"], size=D
     if report_only:
         missing, pending = [f"{j['setting']}/{j['method']}/seed{j['seed']}" for j in pending], []
         log(f"report only: {n - len(missing)} of {n} cells finished")
+    left = cost_estimate(pending or [j for j in all_jobs if j["key"] not in results], list(results.values()), jobs)
     log(f"{n} cells: {n - len(pending) - len(missing)} cached, {len(pending)} to run "
-        f"({jobs} at a time, {threads} threads each, device {device})")
+        f"({jobs} at a time, {threads} threads each, device {device})" + (f"; {left}" if left else ""))
     done = n - len(pending)
     eta = _Eta(pending, jobs)
     if pending and jobs == 1:
