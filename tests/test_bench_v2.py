@@ -285,8 +285,10 @@ def test_bench_accuracy_on_a_prepared_dataset(tmp_path, capsys):
     assert cli.main(args) == 0
     report = json.loads((out / "results.json").read_text())
     assert report["phase"] == "data" and report["settings"] == ["data"] and report["seeds"] == [0, 1]
-    (row,) = report["verdict"]["primary"]
+    assert report["methods"] == ["supervised", "ad", "ad_bn"]
+    (row,) = report["verdict"]["primary"]  # ad_bn re-tests ad's models: not a rival in the family
     assert (row["a_method"], row["b_method"], row["n"]) == ("ad", "supervised", 2)
+    assert {r["b_method"] for r in report["verdict"]["attribution"]} == {"ad"}
     cell = report["cells"]["data"]["ad"]["0"]
     assert cell["task"] == "ssl_0.1"
     md = (out / "results.md").read_text()

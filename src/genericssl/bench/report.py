@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from . import stats
-from .cells import LABELS, code_version
+from .cells import DERIVED, LABELS, code_version
 from .settings import (ATTRIBUTION_PAIRS, CALIBRATION_TARGETS, CONFIRM_BASELINES, DEFAULTS, METHODS,
                        SETTINGS)
 
@@ -106,7 +106,8 @@ def verdict(report: dict) -> dict:
     settings, methods = report["settings"], report["methods"]
     primary, attribution = [], []
     if report.get("phase") == "data":
-        for b in (m for m in methods if m != "ad"):
+        # a derived row re-tests one of these cells' models; it is an attribution, not a rival
+        for b in (m for m in methods if m != "ad" and m not in DERIVED):
             if "ad" in methods:
                 primary.append({"family": "A&D vs each method", "setting": settings[0], "a_method": "ad",
                                 "b_method": b, "a": _dice_by_seed(report, settings[0], "ad"),
@@ -335,7 +336,9 @@ def markdown_report(report: dict, table=None) -> str:
            f"± population std over seeds; best semi-supervised method in bold"]
     missing = report.get("missing_cells") or []
     if missing:
-        total = len(missing) + sum(len(by_seed) for by_m in report["cells"].values() for by_seed in by_m.values())
+        # derived rows re-test a cell's model: they are not cells of their own
+        total = len(missing) + sum(len(by_seed) for by_m in report["cells"].values()
+                                   for m, by_seed in by_m.items() if m not in DERIVED)
         out.append(f"- **incomplete**: {total - len(missing)} of {total} cells finished; each mean covers the "
                    f"seeds finished for its row (missing: {', '.join(missing)})")
     out += ["", "## Test Dice (%), equal iterations", ""]
