@@ -133,6 +133,15 @@ def test_report_gives_the_fixed_comparisons_attribution_and_calibration(monkeypa
     fams = [r["family"] for r in confirm["verdict"]["primary"]]
     assert fams == ["A&D vs supervised", "A&D vs the strongest baseline of calibration"]
     assert "calibration" not in confirm
+    # one setting of five: its Holm p is its own, and the report says what the full grid's would be
+    sup = confirm["verdict"]["primary"][0]
+    assert sup["p_holm"] == pytest.approx(sup["p"]) and sup["p"] == pytest.approx(2 / 256)
+    md = acc.markdown_report(confirm)
+    assert "**Interim report**" in md and "missing: ssl5, ibssl, uda, semidg" in md
+    assert f"in SSL (LA-like, 10%): {5 * 2 / 256:.4f}" in md and "fewer than 8 pairs" not in md
+    few = acc.summarize([r for r in results if r["seed"] < 1005], JOBS, ["ssl"], methods, seeds[:5], acc.SETTINGS,
+                        iters=10, size=16, base_filters=4, weights={}, phase="confirm")
+    assert "fewer than 8 pairs (5)" in acc.markdown_report(few)
 
 
 def test_phases_keep_development_and_confirmatory_seeds_apart(tmp_path):

@@ -13,6 +13,9 @@ from .settings import (ATTRIBUTION_PAIRS, CALIBRATION_TARGETS, CONFIRM_BASELINES
                        SETTINGS)
 
 BASELINES = tuple(m for m in METHODS if m not in ("supervised", "ad", "full"))
+# The fewest paired seeds whose exact Wilcoxon p can pass Holm's first step over five
+# settings (2/2^8 = 0.0078 < 0.05/5): docs/benchmark.md.
+MIN_PAIRS = 8
 
 # ---------------------------------------------------------------- aggregation
 def _mean_std(values):
@@ -214,6 +217,32 @@ def _comparison_table(rows: list[dict], columns: dict) -> list[str]:
     return out
 
 
+def _interim_lines(report: dict) -> list[str]:
+    """A confirmatory report over part of the grid: Holm's correction then runs over fewer
+    settings than the final one will, so its verdicts can only weaken; say by how much."""
+    grid = [s for s in SETTINGS if not SETTINGS[s].task_file]
+    missing = [s for s in grid if s not in report["settings"]]
+    short = sorted({r["n"] for r in report["verdict"]["primary"] if r["n"] < MIN_PAIRS})
+    if not missing and not short:
+        return []
+    out = [""]
+    if missing:
+        m = len(grid)
+        out.append(f"**Interim report**: Holm's correction above runs across the {len(grid) - len(missing)} "
+                   f"setting(s) present; the confirmatory grid has {m} (missing: {', '.join(missing)}), and "
+                   f"its correction multiplies a p-value by up to {m}. A verdict here stands in the final report "
+                   f"only if its Wilcoxon p times {m} stays below {stats.ALPHA}: "
+                   + ", ".join(f"{LABELS.get(r['a_method'], r['a_method'])} vs "
+                               f"{LABELS.get(r['b_method'], r['b_method'])} in {report['columns'][r['setting']]}: "
+                               f"{'—' if r['p'] is None else format(min(1.0, r['p'] * m), '.4f')}"
+                               for r in report["verdict"]["primary"]) + ".")
+    if short:
+        out.append(f"Some comparisons have fewer than {MIN_PAIRS} pairs ({', '.join(map(str, short))}): with n "
+                   f"pairs the smallest exact two-sided Wilcoxon p is 2/2^n, so they cannot pass the correction "
+                   f"yet.")
+    return out
+
+
 def _verdict_lines(report: dict) -> list[str]:
     v = report["verdict"]
     out = []
@@ -227,6 +256,8 @@ def _verdict_lines(report: dict) -> list[str]:
                 f"the settings of each comparison; the verdict is better / worse where the corrected p is "
                 f"below {stats.ALPHA}, else undetermined.", ""]
         out += _comparison_table(v["primary"], report["columns"])
+    if phase == "confirm" and v["primary"]:
+        out += _interim_lines(report)
     if v.get("unfixed"):
         out += ["", f"Not fixed yet (no calibration): A&D vs the strongest baseline in "
                     f"{', '.join(report['columns'][s] for s in v['unfixed'])}."]
