@@ -308,3 +308,25 @@ def test_bench_accuracy_on_a_prepared_dataset(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["bench", "accuracy", "--data", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "no task file" in capsys.readouterr().err
+
+
+def test_equal_time_says_over_how_many_runs_it_averages():
+    """A slow method's run that had not tested yet when its seed's supervised run finished has no
+    Dice at that time: the mean is over the others, and the report must not print it as a spread
+    over every seed ("± 0.00" from a single run)."""
+    seeds = [1000, 1001, 1002]
+    results = [_fake_cell("ssl", "supervised", s, 90.0) for s in seeds]
+    for s in seeds:
+        r = _fake_cell("ssl", "ad", s, 80.0)
+        first = 8.0 if s == 1000 else 30.0            # only seed 1000 tested within supervised's 10 s
+        r["curve"] = [{"train_seconds": t, "train_cpu_seconds": t, "dice": 70.0 + s - 1000}
+                      for t in (first, 40.0)]
+        r["train_seconds"] = r["train_cpu_seconds"] = 40.0
+        results.append(r)
+    report = acc.summarize(results, JOBS, ["ssl"], ["supervised", "ad"], seeds, acc.SETTINGS, iters=10,
+                           size=16, base_filters=4, weights={}, phase="calibration")
+    e = report["summary"]["ssl"]["ad"]
+    assert e["dice_at_supervised_time_n"] == 1 and e["dice_at_supervised_time_mean"] == 70.0
+    md = acc.markdown_report(report)
+    assert "| A&D (ours) | 70.00 (n=1) | 4.0 |" in md
+    assert "| Supervised (labeled only) | 90.00 ± 0.00 | 1.0 |" in md

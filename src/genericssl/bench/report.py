@@ -70,6 +70,8 @@ def summarize(results, jobs, settings, methods, seeds, table, command="", code=N
                 "iterations": sorted({r["iterations"] for r in rs}),
                 "train_seconds_mean": _mean_std([r["train_seconds"] for r in rs])[0],
                 "dice_at_supervised_time_mean": eq_m, "dice_at_supervised_time_std": eq_s,
+                # a run that had not tested yet by then has no value: say over how many runs
+                "dice_at_supervised_time_n": sum(v is not None for v in eq_time),
                 "time_vs_supervised": _mean_std(ratio)[0], "time_clock": "/".join(sorted(clocks)),
                 "train_cpu_seconds_mean": _mean_std([r["train_cpu_seconds"] for r in rs])[0],
             }
@@ -391,7 +393,7 @@ def markdown_report(report: dict, table=None) -> str:
         for s in settings:
             e = summary[s][m]
             cells.append(_fmt(e["dice_at_supervised_time_mean"], e["dice_at_supervised_time_std"],
-                              n=len(e["seeds"]), total=n_seeds))
+                              n=e.get("dice_at_supervised_time_n", len(e["seeds"])), total=n_seeds))
             cells.append("—" if e["time_vs_supervised"] is None else f"{e['time_vs_supervised']:.1f}")
         lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
     out += lines
