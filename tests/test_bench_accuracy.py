@@ -51,6 +51,19 @@ def test_results_structure(first_run):
     assert sum("seed 0: Dice" in line for line in lines) == 2      # one progress line per cell
 
 
+def test_each_cell_names_the_machine_that_computed_it(first_run):
+    # a key does not fix the CPU kernels, and those change a 3000-iteration cell's Dice
+    import torch
+
+    out, report, _ = first_run
+    cell = json.loads((out / "cells" / "ssl" / "supervised" / "seed0.json").read_text())
+    assert cell["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert cell["machine"]["torch"] == torch.__version__ and cell["machine"]["cpu"]
+    assert report["machines"] == [{"machine": f"{cell['machine']['cpu']} ({cell['machine']['cpu_capability']})",
+                                   "cells": 2}]
+    assert f"cells computed on: {cell['machine']['cpu']}" in (out / "results.md").read_text()
+
+
 def test_second_run_uses_the_cache(first_run):
     out, report, _ = first_run
     cell = out / "cells" / "ssl" / "supervised" / "seed0.json"

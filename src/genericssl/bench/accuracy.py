@@ -267,6 +267,38 @@ def _cell_line(i: int, n: int, r: dict, note: str = "") -> str:
             f"{'  ' + note if note else ''}")
 
 
+def machine_info() -> dict:
+    """What computed a cell, beyond its key: the same key gives the same Dice to the digit on
+    machines with the same CPU kernels, but not across them (an AVX2-only and an AVX-512 CPU
+    pick different oneDNN kernels, whose sums round differently, and 3000 iterations amplify
+    that: docs/benchmark.md, round 14)."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def run_and_stamp(job: dict) -> dict:
+    """``run_cell``, then the machine that finished it added to the cell's JSON. Outside
+    ``run_cell`` on purpose: its source is part of every cell's key."""
+    r = run_cell(job)
+    r["machine"] = machine_info()
+    _write_json(Path(job["cell_path"]), r)
+    return r
+
+
 def derived_results(results: list[dict], methods) -> list[dict]:
     """The rows read off other cells (``DERIVED``), as cells of their own method."""
     out = []
@@ -338,7 +370,7 @@ def run_benchmark(settings, methods, seeds, out, iters=DEFAULTS["iters"], size=D
         old_threads = torch.get_num_threads()
         try:
             for job in pending:
-                r = run_cell({**job, "threads": threads})
+                r = run_and_stamp({**job, "threads": threads})
                 results[job["key"]] = r
                 done += 1
                 log(_cell_line(done, n, r, eta.done(job["key"], r["wall_seconds"], r["resumed"])))
@@ -350,7 +382,7 @@ def run_benchmark(settings, methods, seeds, out, iters=DEFAULTS["iters"], size=D
 
         pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
         try:
-            futures = {pool.submit(run_cell, {**job, "threads": threads}): job for job in pending}
+            futures = {pool.submit(run_and_stamp, {**job, "threads": threads}): job for job in pending}
             for fut in as_completed(futures):
                 r = fut.result()
                 results[r["key"]] = r

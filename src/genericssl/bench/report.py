@@ -88,11 +88,26 @@ def summarize(results, jobs, settings, methods, seeds, table, command="", code=N
         "columns": {s: table[s].column for s in settings}, "budget": budget,
         "summary": summary, "cells": cells,
     }
+    report["machines"] = machines(results)
     report["phase"] = run.get("phase")
     report["verdict"] = verdict(report)
     if report["phase"] == "calibration":
         report["calibration"] = calibration(report)
     return report
+
+
+def machines(results) -> list[dict]:
+    """Which machines finished the cells, and how many each (derived rows are not cells).
+    A cell's key fixes its code, data and settings, not its CPU: a cell run again on a CPU with
+    other kernels is another draw of the training's rounding, not the same number."""
+    counts: dict = {}
+    for r in results:
+        if r["method"] in DERIVED:
+            continue
+        m = r.get("machine")
+        name = f"{m['cpu']} ({m['cpu_capability']}" + (f", {m['gpu']}" if m.get("gpu") else "") + ")" if m else None
+        counts[name] = counts.get(name, 0) + 1
+    return [{"machine": k, "cells": v} for k, v in sorted(counts.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))]
 
 
 # ---------------------------------------------------------------- report
@@ -367,6 +382,11 @@ def markdown_report(report: dict, table=None) -> str:
            f"{filters}, {run['size']}^3 volumes",
            f"- Dice: mean of the last {run['last_k']} test evaluations of each run (sliding window), then mean "
            f"± population std over seeds; best semi-supervised method in bold"]
+    if report.get("machines"):
+        out.append("- cells computed on: " + "; ".join(
+            f"{m['machine'] or 'not recorded'}: {m['cells']}"
+            for m in report["machines"])
+            + " (a cell's number repeats to the digit on the same CPU kernels, not across them)")
     missing = report.get("missing_cells") or []
     if missing:
         # derived rows re-test a cell's model: they are not cells of their own
