@@ -99,6 +99,29 @@ def test_calibration_reports_how_much_a_runs_last_tests_disagree():
     assert f"| SSL (LA-like, 10%) | 0.00 | {c['wobble']['ad']:.2f} |" in md
 
 
+def test_the_strongest_baseline_is_screened_on_shared_seeds_then_decided_between_two():
+    # BASELINE_RULE: means on the seeds every baseline has pick two finalists; the finalists'
+    # mean over the seeds both have names one. A baseline's extra seeds never decide the screen.
+    level = {"mean_teacher": 70.0, "uamt": 71.0, "cps": 60.0, "bcp": 65.0, "dhc": 62.0}
+    results = [_fake_cell("uda", m, s, v) for m, v in level.items() for s in (1000, 1001)]
+    results += [_fake_cell("uda", "dhc", s, 99.0) for s in (1002, 1003, 1004)]  # lucky extra seeds
+    seeds = [1000, 1001, 1002, 1003, 1004]
+    c = report_calibration(results, seeds, "uda")
+    rule = c["baseline_rule"]
+    assert rule["screened_on"] == [1000, 1001] and rule["finalists"] == ["uamt", "mean_teacher"]
+    assert c["strongest_baseline"] is None and "UA-MT and Mean Teacher" in rule["pending"]
+    # the finalists on three more seeds, where Mean Teacher is ahead: it is named, not the screen's leader
+    results += [_fake_cell("uda", "mean_teacher", s, 80.0) for s in (1002, 1003, 1004)]
+    results += [_fake_cell("uda", "uamt", s, 72.0) for s in (1002, 1003, 1004)]
+    c = report_calibration(results, seeds, "uda")
+    assert c["strongest_baseline"] == "mean_teacher"
+    assert c["baseline_rule"]["decided_on"] == seeds
+    assert c["baseline_rule"]["decide_means"]["mean_teacher"] == pytest.approx((70 * 2 + 80 * 3) / 5)
+    # too few shared seeds to screen: says which baselines are short
+    c = report_calibration([r for r in results if r["method"] != "cps" or r["seed"] == 1000], seeds, "uda")
+    assert c["strongest_baseline"] is None and "CPS" in c["baseline_rule"]["pending"]
+
+
 def test_report_gives_the_fixed_comparisons_attribution_and_calibration(monkeypatch):
     seeds = list(range(1000, 1008))
     rng = np.random.default_rng(0)

@@ -9,7 +9,7 @@ import numpy as np
 
 from . import stats
 from .cells import DERIVED, LABELS, code_version
-from .settings import (ATTRIBUTION_PAIRS, CALIBRATION_TARGETS, CONFIRM_BASELINES, DEFAULTS, METHODS,
+from .settings import (ATTRIBUTION_PAIRS, BASELINE_RULE, CALIBRATION_TARGETS, CONFIRM_BASELINES, DEFAULTS, METHODS,
                        SETTINGS)
 
 BASELINES = tuple(m for m in METHODS if m not in ("supervised", "ad", "full"))
@@ -203,7 +203,7 @@ def calibration(report: dict) -> dict:
             if spreads:
                 wobble[m] = float(np.mean(spreads))
         full_classes = summ["full"]["dice_per_class_mean"] if "full" in summ else []
-        base = {m: v for m, v in others.items() if m in BASELINES}
+        rule = strongest_baseline(report["cells"].get(s, {}), [m for m in report["methods"] if m in BASELINES])
         sup_std, groups = _seed_spread(report["cells"].get(s, {}).get("supervised", {}))
         out[s] = {
             "ceiling": means.get("full"), "best_other": max(others.values(), default=None),
@@ -213,8 +213,40 @@ def calibration(report: dict) -> dict:
             "supervised_std_ok": sup_std is not None and sup_std <= t["supervised_std"],
             "late_gain": late, "wobble": wobble, "flat": all(abs(v) <= t["late_gain"] for v in late.values()) if late else None,
             "unlearnable_classes": [i + 1 for i, v in enumerate(full_classes) if v < t["class_dice"]],
-            "strongest_baseline": max(base, key=base.get) if base else None,
+            "strongest_baseline": rule["name"], "baseline_rule": rule,
         }
+    return out
+
+
+def strongest_baseline(cells: dict, baselines: list[str]) -> dict:
+    """The baseline a setting's confirmatory run compares A&D with, by ``BASELINE_RULE``:
+    screen every baseline on the development seeds they all share, keep the best few, name the
+    one of those with the highest mean over the seeds they share. Screening only on shared
+    seeds keeps one baseline's lucky extra seed from deciding; "pending" says what is missing."""
+    rule = BASELINE_RULE
+    dice = {m: {seed: r["dice"] for seed, r in cells.get(m, {}).items()} for m in baselines}
+    out = {"name": None, "screened_on": [], "screen_means": {}, "finalists": [], "decided_on": [],
+           "decide_means": {}, "pending": ""}
+    if not baselines:
+        out["pending"] = "no baseline run"
+        return out
+    common = sorted(set.intersection(*(set(d) for d in dice.values())), key=int)
+    out["screened_on"] = [int(x) for x in common]
+    if len(common) < rule["screen_seeds"]:
+        short = [m for m in baselines if len(dice[m]) < rule["screen_seeds"]]
+        out["pending"] = (f"screening: every baseline on {rule['screen_seeds']} shared development seeds "
+                          f"({len(common)} shared; fewest: {', '.join(LABELS.get(m, m) for m in short) or 'none'})")
+        return out
+    screen = {m: float(np.mean([dice[m][x] for x in common])) for m in baselines}
+    finalists = sorted(baselines, key=lambda m: -screen[m])[:rule["finalists"]]
+    shared = sorted(set.intersection(*(set(dice[m]) for m in finalists)), key=int)
+    out.update(screen_means=screen, finalists=finalists, decided_on=[int(x) for x in shared])
+    if len(shared) < rule["decide_seeds"]:
+        out["pending"] = (f"finalists {' and '.join(LABELS.get(m, m) for m in finalists)} on "
+                          f"{rule['decide_seeds']} shared development seeds ({len(shared)} so far)")
+        return out
+    out["decide_means"] = {m: float(np.mean([dice[m][x] for x in shared])) for m in finalists}
+    out["name"] = max(finalists, key=out["decide_means"].get)
     return out
 
 
@@ -258,6 +290,15 @@ def _interim_lines(report: dict) -> list[str]:
                    f"pairs the smallest exact two-sided Wilcoxon p is 2/2^n, so they cannot pass the correction "
                    f"yet.")
     return out
+
+
+def _baseline_cell(c: dict) -> str:
+    rule = c.get("baseline_rule") or {}
+    if c["strongest_baseline"]:
+        means = ", ".join(f"{LABELS.get(m, m)} {v:.2f}" for m, v in
+                          sorted(rule.get("decide_means", {}).items(), key=lambda kv: -kv[1]))
+        return f"{LABELS.get(c['strongest_baseline'], c['strongest_baseline'])}" + (f" ({means})" if means else "")
+    return f"pending: {rule['pending']}" if rule.get("pending") else "—"
 
 
 def _verdict_lines(report: dict) -> list[str]:
@@ -304,7 +345,7 @@ def _verdict_lines(report: dict) -> list[str]:
                        f"{fmt(c.get('supervised_test_sd'))} | "
                        f"{'—' if late is None else f'{late[1]:+.2f} ({LABELS.get(late[0], late[0])})'} | "
                        f"{', '.join(f'C{k}' for k in c['unlearnable_classes']) or 'none'} | "
-                       f"{LABELS.get(c['strongest_baseline'], c['strongest_baseline'] or '—')} |")
+                       f"{_baseline_cell(c)} |")
         cal = report.get("calibration", {})
         shown = list(dict.fromkeys(m for c in cal.values() for m in c.get("wobble", {})))
         if shown:
