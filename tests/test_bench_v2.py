@@ -110,6 +110,10 @@ def test_the_strongest_baseline_is_screened_on_shared_seeds_then_decided_between
     rule = c["baseline_rule"]
     assert rule["screened_on"] == [1000, 1001] and rule["finalists"] == ["uamt", "mean_teacher"]
     assert c["strongest_baseline"] is None and "UA-MT and Mean Teacher" in rule["pending"]
+    assert rule["next"] == {"methods": ["uamt", "mean_teacher"], "seeds": [1002, 1003, 1004]}
+    md = acc.markdown_report(acc.summarize(results, JOBS, ["uda"], sorted(level), seeds, acc.SETTINGS, iters=10,
+                                           size=16, base_filters=4, weights={}, phase="calibration"))
+    assert "`--phase calibration --settings uda --seeds 1002,1003,1004 --methods uamt,mean_teacher`" in md
     # the finalists on three more seeds, where Mean Teacher is ahead: it is named, not the screen's leader
     results += [_fake_cell("uda", "mean_teacher", s, 80.0) for s in (1002, 1003, 1004)]
     results += [_fake_cell("uda", "uamt", s, 72.0) for s in (1002, 1003, 1004)]
@@ -120,6 +124,7 @@ def test_the_strongest_baseline_is_screened_on_shared_seeds_then_decided_between
     # too few shared seeds to screen: says which baselines are short
     c = report_calibration([r for r in results if r["method"] != "cps" or r["seed"] == 1000], seeds, "uda")
     assert c["strongest_baseline"] is None and "CPS" in c["baseline_rule"]["pending"]
+    assert c["baseline_rule"]["next"] == {"methods": ["cps"], "seeds": [1001]}
 
 
 def test_report_gives_the_fixed_comparisons_attribution_and_calibration(monkeypatch):

@@ -9,8 +9,8 @@ import numpy as np
 
 from . import stats
 from .cells import DERIVED, LABELS, code_version
-from .settings import (ATTRIBUTION_PAIRS, BASELINE_RULE, CALIBRATION_TARGETS, CONFIRM_BASELINES, DEFAULTS, METHODS,
-                       SETTINGS)
+from .settings import (ATTRIBUTION_PAIRS, BASELINE_RULE, CALIBRATION_TARGETS, CONFIRM_BASELINES, DEFAULTS,
+                       DEV_SEEDS, METHODS, SETTINGS)
 
 BASELINES = tuple(m for m in METHODS if m not in ("supervised", "ad", "full"))
 # The fewest paired seeds whose exact Wilcoxon p can pass Holm's first step over five
@@ -218,6 +218,12 @@ def calibration(report: dict) -> dict:
     return out
 
 
+def _next_cells(dice: dict, methods: list[str], seeds) -> dict:
+    """The cells still missing for the rule's current step: these methods on these seeds."""
+    todo = [m for m in methods if any(str(x) not in dice[m] for x in seeds)]
+    return {"methods": todo, "seeds": [x for x in seeds if any(str(x) not in dice[m] for m in todo)]}
+
+
 def strongest_baseline(cells: dict, baselines: list[str]) -> dict:
     """The baseline a setting's confirmatory run compares A&D with, by ``BASELINE_RULE``:
     screen every baseline on the development seeds they all share, keep the best few, name the
@@ -236,6 +242,7 @@ def strongest_baseline(cells: dict, baselines: list[str]) -> dict:
         short = [m for m in baselines if len(dice[m]) < rule["screen_seeds"]]
         out["pending"] = (f"screening: every baseline on {rule['screen_seeds']} shared development seeds "
                           f"({len(common)} shared; fewest: {', '.join(LABELS.get(m, m) for m in short) or 'none'})")
+        out["next"] = _next_cells(dice, baselines, DEV_SEEDS[:rule["screen_seeds"]])
         return out
     screen = {m: float(np.mean([dice[m][x] for x in common])) for m in baselines}
     finalists = sorted(baselines, key=lambda m: -screen[m])[:rule["finalists"]]
@@ -244,6 +251,7 @@ def strongest_baseline(cells: dict, baselines: list[str]) -> dict:
     if len(shared) < rule["decide_seeds"]:
         out["pending"] = (f"finalists {' and '.join(LABELS.get(m, m) for m in finalists)} on "
                           f"{rule['decide_seeds']} shared development seeds ({len(shared)} so far)")
+        out["next"] = _next_cells(dice, finalists, DEV_SEEDS[:rule["decide_seeds"]])
         return out
     out["decide_means"] = {m: float(np.mean([dice[m][x] for x in shared])) for m in finalists}
     out["name"] = max(finalists, key=out["decide_means"].get)
@@ -347,6 +355,14 @@ def _verdict_lines(report: dict) -> list[str]:
                        f"{', '.join(f'C{k}' for k in c['unlearnable_classes']) or 'none'} | "
                        f"{_baseline_cell(c)} |")
         cal = report.get("calibration", {})
+        nxt = {s: c["baseline_rule"]["next"] for s, c in cal.items() if c.get("baseline_rule", {}).get("next")}
+        if nxt:
+            rule = BASELINE_RULE
+            out += ["", f"Next cells for the strongest baseline (`BASELINE_RULE`: screen on {rule['screen_seeds']} "
+                        f"shared development seeds, decide between the top {rule['finalists']} on "
+                        f"{rule['decide_seeds']}):", ""]
+            out += [f"- {report['columns'][s]}: `--phase calibration --settings {s} --seeds "
+                    f"{','.join(map(str, n['seeds']))} --methods {','.join(n['methods'])}`" for s, n in nxt.items()]
         shown = list(dict.fromkeys(m for c in cal.values() for m in c.get("wobble", {})))
         if shown:
             out += ["", "Wobble: the population std of each run's reported test evaluations (the last few, "
