@@ -269,9 +269,9 @@ def _cell_line(i: int, n: int, r: dict, note: str = "") -> str:
 
 def machine_info() -> dict:
     """What computed a cell, beyond its key: the same key gives the same Dice to the digit on
-    machines with the same CPU kernels, but not across them (an AVX2-only and an AVX-512 CPU
-    pick different oneDNN kernels, whose sums round differently, and 3000 iterations amplify
-    that: docs/benchmark.md, round 14)."""
+    one kind of CPU, not across kinds (CPUs with other instruction sets run other convolution
+    kernels, whose sums round differently, and 3000 iterations amplify that: docs/benchmark.md,
+    round 14)."""
     import platform
 
     import torch

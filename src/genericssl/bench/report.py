@@ -105,9 +105,12 @@ def machines(results) -> list[dict]:
         if r["method"] in DERIVED:
             continue
         m = r.get("machine")
-        name = f"{m['cpu']} ({m['cpu_capability']}" + (f", {m['gpu']}" if m.get("gpu") else "") + ")" if m else None
+        name = None
+        if m:
+            name = f"{m['cpu']} ({m['cpu_capability']}" + (f", {m['gpu']}" if m.get("gpu") else "") + ")"
         counts[name] = counts.get(name, 0) + 1
-    return [{"machine": k, "cells": v} for k, v in sorted(counts.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))]
+    order = sorted(counts, key=lambda k: (k is None, k or ""))  # the unrecorded last
+    return [{"machine": k, "cells": counts[k]} for k in order]
 
 
 # ---------------------------------------------------------------- report
