@@ -206,7 +206,7 @@ def calibration(report: dict) -> dict:
             if spreads:
                 wobble[m] = float(np.mean(spreads))
         full_classes = summ["full"]["dice_per_class_mean"] if "full" in summ else []
-        rule = strongest_baseline(report["cells"].get(s, {}), [m for m in report["methods"] if m in BASELINES])
+        rule = strongest_baseline(report, s, [m for m in report["methods"] if m in BASELINES])
         sup_std, groups = _seed_spread(report["cells"].get(s, {}).get("supervised", {}))
         out[s] = {
             "ceiling": means.get("full"), "best_other": max(others.values(), default=None),
@@ -227,13 +227,13 @@ def _next_cells(dice: dict, methods: list[str], seeds) -> dict:
     return {"methods": todo, "seeds": [x for x in seeds if any(str(x) not in dice[m] for m in todo)]}
 
 
-def strongest_baseline(cells: dict, baselines: list[str]) -> dict:
+def strongest_baseline(report: dict, setting: str, baselines: list[str]) -> dict:
     """The baseline a setting's confirmatory run compares A&D with, by ``BASELINE_RULE``:
     screen every baseline on the development seeds they all share, keep the best few, name the
     one of those with the highest mean over the seeds they share. Screening only on shared
     seeds keeps one baseline's lucky extra seed from deciding; "pending" says what is missing."""
     rule = BASELINE_RULE
-    dice = {m: {seed: r["dice"] for seed, r in cells.get(m, {}).items()} for m in baselines}
+    dice = {m: _dice_by_seed(report, setting, m) for m in baselines}
     out = {"name": None, "screened_on": [], "screen_means": {}, "finalists": [], "decided_on": [],
            "decide_means": {}, "pending": ""}
     if not baselines:
