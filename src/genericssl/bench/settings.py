@@ -122,7 +122,10 @@ CONFIRM_SEEDS = tuple(range(0, 8))
 # no calibration yet: its second comparison is reported as not fixed.
 # SSL 10 %: round 11 (docs/benchmark.md), development seeds 1000-1004: UA-MT 91.91, Mean Teacher
 # 91.65, CPS 90.91, BCP 89.83, DHC 89.68 (benchmarks/calibration/).
-CONFIRM_BASELINES: dict[str, str] = {"ssl": "uamt"}
+# UDA: round 15's rule (BASELINE_RULE below): screened on seeds 1000-1001 (UA-MT 41.98, Mean
+# Teacher 37.43, CPS 35.27, DHC 31.48, BCP 27.86), decided on 1000-1004 between the two finalists
+# (UA-MT 46.06, Mean Teacher 44.43).
+CONFIRM_BASELINES: dict[str, str] = {"ssl": "uamt", "uda": "uamt"}
 # How calibration names that baseline (`report.strongest_baseline`), in two stages so that the
 # five baselines need not all run on five development seeds (a UDA baseline cell is 1000-2000
 # CPU seconds; round 15 fixed this before any UDA baseline ran): the baselines' means over the
