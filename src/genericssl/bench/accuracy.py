@@ -31,7 +31,8 @@ from ..errors import UserError
 from .cells import (ALL_METHODS, CELL_FUNCTIONS, DERIVED, LABELS, PACKAGE_DIR, VARIANTS,  # noqa: F401
                     _hash_json, _write_json, base_method, budget_for, cell_config, code_version, method_files,
                     prepare_setting, run_cell)
-from .report import dice_at_time, markdown_report, plot_results, summarize, time_key, verdict  # noqa: F401
+from .render import markdown_report, plot_results  # noqa: F401
+from .report import dice_at_time, summarize, time_key, verdict  # noqa: F401
 from .settings import (ATTRIBUTION, CONFIRM_BASELINES, CONFIRM_SEEDS, DEFAULTS, DEV_SEEDS,  # noqa: F401
                        METHODS, ONLY_IN, SETTINGS, UNSUP_WEIGHTS, BenchSetting)
 
