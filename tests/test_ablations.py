@@ -203,7 +203,7 @@ def test_ad_psi_step_keeps_the_rest_of_ad_and_trains_d_theta(monkeypatch):
 
 
 # ------------------------------------------------------------------ through the trainer
-@pytest.mark.parametrize("method", ABLATIONS)
+@pytest.mark.parametrize("method", ABLATIONS + ("ad_encoder_no_u", "ad_encoder_no_deno"))
 def test_trainer_runs_and_resumes_each_ablation(tmp_path, method):
     data = write_spheres(tmp_path / "data", n=8, size=16, radii=(5, 3), margin=5,
                          splits={"labeled": 2, "unlabeled": 4, "eval": None, "test": "eval"})

@@ -137,9 +137,11 @@ def parse_weights(text: str) -> dict[str, float]:
 # ssl seed 0, 144 iterations, 1 thread, against supervised in the same run (BCP 1 epoch of 8
 # pre-training, about its 2/17), where mean_teacher, cps and ad measured 1.8, 3.5 and 6.9.
 # supervised_dw, supervised_bn, ad_psi: estimated from their passes (one weighted pass; one
-# pass over twice the batch; 4 of A&D's 14 encoder passes and no sampler).
+# pass over twice the batch; 4 of A&D's 14 encoder passes and no sampler); ad_encoder_no_*: A&D's
+# passes, gradients stopped.
 RELATIVE_COST = {"supervised": 1.0, "full": 1.0, "mean_teacher": 2.0, "cps": 3.4, "uamt": 3.6, "ad": 5.9,
-                 "bcp": 4.8, "dhc": 3.8, "supervised_dw": 1.1, "supervised_bn": 1.8, "ad_psi": 2.5}
+                 "bcp": 4.8, "dhc": 3.8, "supervised_dw": 1.1, "supervised_bn": 1.8, "ad_psi": 2.5,
+                 "ad_encoder_no_u": 5.9, "ad_encoder_no_deno": 5.9}
 
 
 def relative_cost(method: str) -> float:

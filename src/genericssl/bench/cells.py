@@ -41,7 +41,8 @@ VARIANT_LABELS = {"ad_eval_sampler": "A&D, eval-mode sampler"}
 # Every cell whose test model is A&D's D_theta is tested a second time with its BatchNorm
 # statistics recomputed, so that the ramp and pseudo-label attribution rows can be compared
 # without the running statistics' test-to-test wobble (docs/benchmark.md, round 9).
-DERIVED = {"ad_bn": "ad", "ad_full_ramp_bn": "ad_full_ramp", "ad_psi_bn": "ad_psi"}
+DERIVED = {"ad_bn": "ad", "ad_full_ramp_bn": "ad_full_ramp", "ad_psi_bn": "ad_psi",
+           "ad_encoder_no_u_bn": "ad_encoder_no_u", "ad_encoder_no_deno_bn": "ad_encoder_no_deno"}
 ALL_METHODS = (METHODS[:-1] + tuple(VARIANTS) + tuple(m for m in ATTRIBUTION if m not in VARIANTS)
                + METHODS[-1:])  # the reference row stays last
 LABELS = {**METHOD_LABELS, **VARIANT_LABELS, **ATTRIBUTION_LABELS}

@@ -96,15 +96,20 @@ METHOD_LABELS = {"supervised": "Supervised (labeled only)", "mean_teacher": "Mea
 # budget variant (bench/cells.py VARIANTS) and the *_bn rows, read off every cell of A&D and
 # of those two of its rows at no training cost (the predictor tested once more with its
 # BatchNorm statistics recomputed).
-ATTRIBUTION = ("supervised_dw", "supervised_bn", "ad_psi", "ad_full_ramp", "ad_bn", "ad_full_ramp_bn", "ad_psi_bn")
+ATTRIBUTION = ("supervised_dw", "supervised_bn", "ad_psi", "ad_full_ramp", "ad_encoder_no_u", "ad_encoder_no_deno",
+               "ad_bn", "ad_full_ramp_bn", "ad_psi_bn", "ad_encoder_no_u_bn", "ad_encoder_no_deno_bn")
 ATTRIBUTION_LABELS = {
     "supervised_dw": "Supervised + difficulty-weighted DiceCE",
     "supervised_bn": "Supervised, unlabeled images in the BatchNorm batches",
     "ad_psi": "A&D, pseudo labels from D_psi alone (no diffusion)",
     "ad_full_ramp": "A&D, ramp-up over the whole run (the paper's)",
+    "ad_encoder_no_u": "A&D, encoder not trained by the pseudo-label loss",
+    "ad_encoder_no_deno": "A&D, encoder not trained by the denoising loss",
     "ad_bn": "A&D, BatchNorm statistics recomputed after training",
     "ad_full_ramp_bn": "A&D, whole-run ramp-up, statistics recomputed",
     "ad_psi_bn": "A&D, D_psi pseudo labels, statistics recomputed",
+    "ad_encoder_no_u_bn": "A&D, encoder not trained by the pseudo labels, statistics recomputed",
+    "ad_encoder_no_deno_bn": "A&D, encoder not trained by denoising, statistics recomputed",
 }
 # Rows that only mean something in some settings (BatchNorm seeing another domain's images).
 ONLY_IN = {"supervised_bn": ("uda", "semidg")}
@@ -136,9 +141,10 @@ BASELINE_RULE = {"screen_seeds": 2, "finalists": 2, "decide_seeds": 5}
 # Each attribution row against the row it changes one thing of (paired, same statistics,
 # reported apart from the two comparisons above).
 ATTRIBUTION_PAIRS = {"supervised_dw": "supervised", "supervised_bn": "supervised", "ad_psi": "ad",
-                     "ad_full_ramp": "ad", "ad_bn": "ad",
+                     "ad_full_ramp": "ad", "ad_bn": "ad", "ad_encoder_no_u": "ad", "ad_encoder_no_deno": "ad",
                      # the same two changes without the running statistics' wobble
-                     "ad_full_ramp_bn": "ad_bn", "ad_psi_bn": "ad_bn"}
+                     "ad_full_ramp_bn": "ad_bn", "ad_psi_bn": "ad_bn", "ad_encoder_no_u_bn": "ad_bn",
+                     "ad_encoder_no_deno_bn": "ad_bn"}
 # Calibration's targets (issue 15): the ceiling above every method, supervised training's
 # seed-to-seed population std at most this, curves flat at the end (the last tests' mean
 # within this many points of the test before them), every class learnable by the ceiling.
@@ -157,7 +163,8 @@ CALIBRATION_TARGETS = {"supervised_std": 3.0, "late_gain": 2.0, "class_dice": 50
 #   carry 0) but their own published weights, BCP's u_weight 0.5 (no ramp) and
 #   DHC's CPS weight 0.1 on the same sigmoid ramp (methods/bcp.py, methods/dhc.py);
 #   --weights does not take them.
-UNSUP_WEIGHTS = {"ad": 10.0, "mean_teacher": 0.1, "uamt": 0.1, "cps": 0.1, "ad_psi": 10.0}
+UNSUP_WEIGHTS = {"ad": 10.0, "mean_teacher": 0.1, "uamt": 0.1, "cps": 0.1, "ad_psi": 10.0, "ad_encoder_no_u": 10.0,
+                 "ad_encoder_no_deno": 10.0}
 
 # What every method shares (METHOD.md's optimiser, the paper's lr and EMA).
 DEFAULTS = {
