@@ -172,6 +172,31 @@ def test_report_gives_the_fixed_comparisons_attribution_and_calibration(monkeypa
     assert "fewer than 8 pairs (5)" in acc.markdown_report(few)
 
 
+def test_comparisons_say_which_classes_a_difference_comes_from():
+    # UDA-like: A&D gains 12 points on class 3 only, and no method learns class 2; the verdict is
+    # on the mean over classes, the per-class differences and table show where it comes from.
+    seeds = list(range(8))
+    results = []
+    for s in seeds:
+        sup = [60.0 + s, 0.0, 40.0 + s]
+        ad = [60.0 + s, 0.0, 52.0 + s + (s % 2)]
+        results += [_fake_cell("uda", "supervised", s, float(np.mean(sup)), sup),
+                    _fake_cell("uda", "ad", s, float(np.mean(ad)), ad)]
+    report = acc.summarize(results, JOBS, ["uda"], ["supervised", "ad"], seeds, acc.SETTINGS, iters=10, size=16,
+                           base_filters=4, weights={}, phase="confirm")
+    row = report["verdict"]["primary"][0]
+    assert row["per_class"] == pytest.approx([0.0, 0.0, 12.5]) and row["verdict"] == "better"
+    assert row["mean"] == pytest.approx(12.5 / 3)
+    md = acc.markdown_report(report)
+    assert "| 8 | +4.17 [" in md and "| +0.0, +0.0, +12.5 |" in md
+    assert "## Per-class Dice (%), UDA" in md
+    assert "| A&D (ours) | 63.5 | 0.0 | 56.0 | 39.8 |" in md   # class means over the 8 seeds
+    # only the seeds both rows hold are paired, per class as for the mean
+    again = acc.summarize(results[2:], JOBS, ["uda"], ["supervised", "ad"], seeds, acc.SETTINGS, iters=10,
+                          size=16, base_filters=4, weights={}, phase="confirm")
+    assert again["verdict"]["primary"][0]["per_class"] == pytest.approx([0.0, 0.0, 12 + 4 / 7])
+
+
 def test_phases_keep_development_and_confirmatory_seeds_apart(tmp_path):
     with pytest.raises(UserError, match="confirmatory seed"):
         acc.check_phase_seeds("calibration", [3, 1000])
@@ -180,7 +205,8 @@ def test_phases_keep_development_and_confirmatory_seeds_apart(tmp_path):
     acc.check_phase_seeds("calibration", list(acc.DEV_SEEDS))
     acc.check_phase_seeds("confirm", list(acc.CONFIRM_SEEDS))
     assert "full" in acc.default_methods("calibration") and "full" not in acc.default_methods("confirm")
-    assert set(acc.ATTRIBUTION) <= set(acc.default_methods("confirm"))
+    assert set(acc.ATTRIBUTION) - set(acc.DIAGNOSTIC) <= set(acc.default_methods("confirm"))
+    assert not set(acc.DIAGNOSTIC) & set(acc.default_methods("confirm"))  # asked for by name only
     assert cli.main(["bench", "accuracy", "--phase", "confirm", "--seeds", "1003", "--out", str(tmp_path)]) == 2
 
 

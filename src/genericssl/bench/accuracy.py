@@ -33,7 +33,7 @@ from .cells import (ALL_METHODS, CELL_FUNCTIONS, DERIVED, LABELS, PACKAGE_DIR, V
                     prepare_setting, run_cell)
 from .render import markdown_report, plot_results  # noqa: F401
 from .report import dice_at_time, summarize, time_key, verdict  # noqa: F401
-from .settings import (ATTRIBUTION, CONFIRM_BASELINES, CONFIRM_SEEDS, DEFAULTS, DEV_SEEDS,  # noqa: F401
+from .settings import (ATTRIBUTION, DIAGNOSTIC, CONFIRM_BASELINES, CONFIRM_SEEDS, DEFAULTS, DEV_SEEDS,  # noqa: F401
                        METHODS, ONLY_IN, SETTINGS, UNSUP_WEIGHTS, BenchSetting)
 
 PHASES = ("calibration", "confirm")
@@ -42,11 +42,12 @@ PHASES = ("calibration", "confirm")
 def default_methods(phase: str, settings=()) -> list[str]:
     """Calibration: every method and the fully supervised ceiling (to pick the strongest
     baseline and to check the ceiling). Confirm: supervised, A&D, the baselines fixed by
-    calibration and the attribution rows (no ceiling: it is checked on development seeds)."""
+    calibration and the attribution rows but the diagnostic ones (no ceiling: it is checked on
+    development seeds)."""
     if phase == "calibration":
         return list(METHODS)
     fixed = [CONFIRM_BASELINES[s] for s in settings if s in CONFIRM_BASELINES]
-    return list(dict.fromkeys(["supervised", "ad", *fixed, *ATTRIBUTION]))
+    return list(dict.fromkeys(["supervised", "ad", *fixed, *(m for m in ATTRIBUTION if m not in DIAGNOSTIC)]))
 
 def add_accuracy_arguments(p) -> None:
     p.add_argument("--phase", choices=PHASES, default="confirm",

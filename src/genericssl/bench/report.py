@@ -117,6 +117,22 @@ def _dice_by_seed(report: dict, setting: str, method: str) -> dict:
     return {seed: r["dice"] for seed, r in report["cells"].get(setting, {}).get(method, {}).items()}
 
 
+def per_class_difference(report: dict, setting: str, a: str, b: str) -> list[float] | None:
+    """Mean over the seeds both rows hold of a's per-class Dice minus b's: which classes a
+    paired difference comes from (the verdict is on the mean over classes)."""
+    cells = report["cells"].get(setting, {})
+    ca, cb = cells.get(a, {}), cells.get(b, {})
+    diffs = [np.subtract(ca[s]["dice_per_class"], cb[s]["dice_per_class"]) for s in ca if s in cb
+             and len(ca[s].get("dice_per_class") or []) == len(cb[s].get("dice_per_class") or []) > 0]
+    return np.mean(diffs, axis=0).tolist() if diffs else None
+
+
+def _row(family: str, report: dict, setting: str, a: str, b: str) -> dict:
+    return {"family": family, "setting": setting, "a_method": a, "b_method": b,
+            "a": _dice_by_seed(report, setting, a), "b": _dice_by_seed(report, setting, b),
+            "per_class": per_class_difference(report, setting, a, b)}
+
+
 def verdict(report: dict) -> dict:
     """The comparisons fixed in advance, with their statistics (``bench.stats``):
 
@@ -131,25 +147,18 @@ def verdict(report: dict) -> dict:
         # a derived row re-tests one of these cells' models; it is an attribution, not a rival
         for b in (m for m in methods if m != "ad" and m not in DERIVED):
             if "ad" in methods:
-                primary.append({"family": "A&D vs each method", "setting": settings[0], "a_method": "ad",
-                                "b_method": b, "a": _dice_by_seed(report, settings[0], "ad"),
-                                "b": _dice_by_seed(report, settings[0], b)})
+                primary.append(_row("A&D vs each method", report, settings[0], "ad", b))
     else:
         for s in settings:
             if "ad" in methods and "supervised" in methods:
-                primary.append({"family": "A&D vs supervised", "setting": s, "a_method": "ad",
-                                "b_method": "supervised", "a": _dice_by_seed(report, s, "ad"),
-                                "b": _dice_by_seed(report, s, "supervised")})
+                primary.append(_row("A&D vs supervised", report, s, "ad", "supervised"))
             fixed = CONFIRM_BASELINES.get(s)
             if fixed and "ad" in methods and fixed in methods:
-                primary.append({"family": "A&D vs the strongest baseline of calibration", "setting": s,
-                                "a_method": "ad", "b_method": fixed, "a": _dice_by_seed(report, s, "ad"),
-                                "b": _dice_by_seed(report, s, fixed)})
+                primary.append(_row("A&D vs the strongest baseline of calibration", report, s, "ad", fixed))
     for row, ref in ATTRIBUTION_PAIRS.items():
         for s in settings:
             if row in methods and ref in methods and report["cells"].get(s, {}).get(row):
-                attribution.append({"family": f"{row} vs {ref}", "setting": s, "a_method": row, "b_method": ref,
-                                    "a": _dice_by_seed(report, s, row), "b": _dice_by_seed(report, s, ref)})
+                attribution.append(_row(f"{row} vs {ref}", report, s, row, ref))
     return {"primary": stats.compare(primary), "attribution": stats.compare(attribution),
             "unfixed": [s for s in settings if report.get("phase") == "confirm" and s not in CONFIRM_BASELINES]}
 

@@ -111,6 +111,9 @@ ATTRIBUTION_LABELS = {
     "ad_encoder_no_u_bn": "A&D, encoder not trained by the pseudo labels, statistics recomputed",
     "ad_encoder_no_deno_bn": "A&D, encoder not trained by denoising, statistics recomputed",
 }
+# Attribution rows run only when asked for by name, not by the confirmatory default: round 16's
+# screen on development seeds (docs/benchmark.md) decides whether they earn confirmatory cells.
+DIAGNOSTIC = ("ad_encoder_no_u", "ad_encoder_no_deno", "ad_encoder_no_u_bn", "ad_encoder_no_deno_bn")
 # Rows that only mean something in some settings (BatchNorm seeing another domain's images).
 ONLY_IN = {"supervised_bn": ("uda", "semidg")}
 
