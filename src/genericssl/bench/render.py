@@ -275,7 +275,9 @@ def plot_results(report: dict, out: Path, table=None) -> None:
     plt = _pyplot()
     settings, methods, summary = report["settings"], report["methods"], report["summary"]
     cmap = plt.get_cmap("tab10")
-    fig, ax = plt.subplots(figsize=(2.2 + 1.9 * len(settings), 3.8))
+    # constrained layout makes room for the legend below the axes (tight_layout cannot)
+    width_in = 2.2 + 1.9 * len(settings)
+    fig, ax = plt.subplots(figsize=(width_in, 3.8), layout="constrained")
     width = 0.8 / max(1, len(methods))
     for i, m in enumerate(methods):
         xs = [k + (i - (len(methods) - 1) / 2) * width for k in range(len(settings))]
@@ -289,8 +291,9 @@ def plot_results(report: dict, out: Path, table=None) -> None:
     ax.set_ylim(0, 100)
     ax.set_title(f"Synthetic benchmark: mean ± std over seeds {report['seeds']}")
     # below the axes: inside, it hid the tallest bars
-    ax.legend(fontsize=7, ncol=min(4, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
-    fig.tight_layout()
+    # as many legend columns as fit the figure's width (a long label is ~3.5 inches at size 7)
+    ncol = max(1, min(len(methods), int(width_in // 3.5)))
+    fig.legend(fontsize=7, ncol=ncol, loc="outside lower center", frameon=False)
     fig.savefig(out / "dice_by_setting.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
 
